@@ -1,0 +1,165 @@
+//! Attestation: how a device gets its identity credential.
+//!
+//! Owns the registration-ID rule and template ([`registration_id`]) and the credential sources,
+//! one per attestation kind, behind [`CredentialSource`]. A source returns a [`Credential`]: the
+//! records to write into the device and what the enrollment must hold. It does not talk to the
+//! device or the database itself.
+
+pub mod registration_id;
+pub mod symmetric;
+
+use crate::config::{Config, SymmetricKeys};
+use crate::device::protocol::{CredentialType, RecordId};
+use crate::error::{Error, Result};
+use crate::store::Enrollment;
+
+/// Attestation kinds, spelled as the DPS API spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AttestationKind {
+    #[serde(rename = "symmetricKey")]
+    SymmetricKey,
+}
+
+impl AttestationKind {
+    /// The DPS `attestation.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttestationKind::SymmetricKey => "symmetricKey",
+        }
+    }
+
+    /// Parse the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "symmetricKey").then_some(AttestationKind::SymmetricKey)
+    }
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Secret bytes whose `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+/// What a credential source produced for one device.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub kind: AttestationKind,
+    /// `group-derived` or `individual` for symmetric keys.
+    pub key_source: &'static str,
+    /// Records written into the device besides the DPS coordinates and registration ID.
+    pub records: Vec<(RecordId, SecretBytes)>,
+    /// Keys the enrollment row must hold (individual keys only).
+    pub stored_primary: Option<Secret>,
+    pub stored_secondary: Option<Secret>,
+    /// Fingerprint of the group key a derived key came from.
+    pub group_key_id: Option<String>,
+    /// A short non-secret fingerprint shown to the operator (SHA-256 prefix of the device key).
+    pub fingerprint: String,
+}
+
+/// One attestation kind's way of obtaining a device credential.
+pub trait CredentialSource: Send {
+    /// The kind this source produces.
+    fn kind(&self) -> AttestationKind;
+    /// The credential for `registration_id`; `existing` is the device's enrollment, if any, so
+    /// that a re-run reuses what DPS already has.
+    fn obtain(&self, registration_id: &str, existing: Option<&Enrollment>) -> Result<Credential>;
+}
+
+/// Build the credential source `[attestation]` asks for.
+pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> {
+    match config.attestation.mode {
+        crate::config::AttestationMode::Symmetric => {
+            let section = config
+                .attestation
+                .symmetric
+                .as_ref()
+                .ok_or_else(|| Error::Usage("[attestation.symmetric] is missing".into()))?;
+            let keys = symmetric::SymmetricKeySource::load(section, |p| config.resolve(p))?;
+            Ok(Box::new(keys))
+        }
+    }
+}
+
+fn fingerprint(key: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl CredentialSource for symmetric::SymmetricKeySource {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::SymmetricKey
+    }
+
+    fn obtain(&self, registration_id: &str, existing: Option<&Enrollment>) -> Result<Credential> {
+        let (primary, secondary, stored, group_key_id) = match self.mode {
+            SymmetricKeys::GroupDerived => {
+                let group = self
+                    .primary
+                    .as_ref()
+                    .expect("loading refuses group-derived mode without a group key");
+                let p = group.derive(registration_id);
+                let s = self.secondary.as_ref().map(|g| g.derive(registration_id));
+                (p, s, false, Some(group.id().to_string()))
+            }
+            SymmetricKeys::Individual => match existing.and_then(|e| e.primary_key.clone()) {
+                Some(p) => (
+                    p.0,
+                    existing.and_then(|e| e.secondary_key.clone()).map(|s| s.0),
+                    true,
+                    None,
+                ),
+                None => (
+                    symmetric::random_key()?,
+                    Some(symmetric::random_key()?),
+                    true,
+                    None,
+                ),
+            },
+        };
+        let fingerprint = fingerprint(&primary);
+        let mut records = vec![
+            (
+                RecordId::CredentialType,
+                SecretBytes(vec![CredentialType::SymmetricKey as u8]),
+            ),
+            (
+                RecordId::Credential,
+                SecretBytes(primary.clone().into_bytes()),
+            ),
+        ];
+        if let Some(s) = &secondary {
+            records.push((
+                RecordId::CredentialSecondary,
+                SecretBytes(s.clone().into_bytes()),
+            ));
+        }
+        Ok(Credential {
+            kind: AttestationKind::SymmetricKey,
+            key_source: match self.mode {
+                SymmetricKeys::GroupDerived => "group-derived",
+                SymmetricKeys::Individual => "individual",
+            },
+            records,
+            stored_primary: stored.then(|| Secret(primary)),
+            stored_secondary: if stored { secondary.map(Secret) } else { None },
+            group_key_id,
+            fingerprint,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Command-line arguments (clap derive). Exit codes are documented in `docs/errors.md`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Factory provisioning station for Azure IoT Hub Device Provisioning Service.
+#[derive(Debug, Parser)]
+#[command(name = "station", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: ./station.toml).
+    #[arg(long, global = true, env = "STATION_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print JSON lines (events and results) instead of text, for MES integration.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Provision devices on the fixture, one after another.
+    Provision(ProvisionArgs),
+    /// Run the device simulator on a new pseudo-terminal and print its path.
+    Simulate(SimulateArgs),
+    /// Export provisioned enrollments as a batch (CSV + DPS bulk JSON).
+    Export(ExportArgs),
+    /// List enrollments and counters.
+    List(ListArgs),
+    /// Print a device key derived from the configured group key.
+    DeriveKey(DeriveKeyArgs),
+    /// Check configuration, keys, database, export directory and port; say what to fix.
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Serial port path, `sim`, or `auto` (overrides serial.port).
+    #[arg(long, value_name = "PATH")]
+    pub port: Option<String>,
+    /// Scanned serial number of the device (barcode).
+    #[arg(long, value_name = "SN")]
+    pub serial: Option<String>,
+    /// Number of devices to provision, one after another.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Operator ID recorded with every attempt.
+    #[arg(long, env = "STATION_OPERATOR", default_value = "")]
+    pub operator: String,
+    /// Permit replacing an identity a device already holds (irreversible).
+    #[arg(long)]
+    pub allow_overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Directory for the devices' flash files (default: [simulator] flash_dir).
+    #[arg(long, value_name = "DIR")]
+    pub flash: Option<PathBuf>,
+    /// Number of devices the fixture presents in turn (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub devices: u32,
+    /// Number of the first device.
+    #[arg(long, default_value_t = 1)]
+    pub first: u32,
+    /// Serial-number prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub serial_prefix: Option<String>,
+    /// Throttle to this baud rate (0 = unthrottled).
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// Largest frame body the device accepts.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..))]
+    pub max_body: u16,
+    /// Firmware version the devices report.
+    #[arg(long, default_value = "1.4.2")]
+    pub firmware: String,
+    /// Inject a fault (repeatable): noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD],
+    /// nak:CMD[:CODE], provisioned:REGID, bad-storage.
+    #[arg(long = "fault", value_name = "FAULT")]
+    pub faults: Vec<String>,
+    /// Apply faults only to the Nth device of this run.
+    #[arg(long, value_name = "N")]
+    pub fault_device: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output directory (default: station.export_dir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write an existing batch again (identical bytes).
+    #[arg(long, value_name = "ID")]
+    pub batch: Option<String>,
+    /// List the batches instead of exporting.
+    #[arg(long, conflicts_with = "batch")]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only enrollments with this status: pending, provisioned, failed, exported.
+    #[arg(long, value_parser = ["pending", "provisioned", "failed", "exported"])]
+    pub status: Option<String>,
+    /// Only enrollments whose serial or registration ID starts with this.
+    #[arg(long)]
+    pub search: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DeriveKeyArgs {
+    /// The device's registration ID.
+    #[arg(long, value_name = "ID")]
+    pub registration_id: String,
+}

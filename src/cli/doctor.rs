@@ -1,0 +1,146 @@
+//! `station doctor`: every check a station needs before a shift, each with what to fix.
+
+use super::output::Out;
+use crate::attestation;
+use crate::config::{self, Config};
+use crate::device;
+use crate::error::{Error, ExitClass};
+use crate::store::Store;
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+fn pass(check: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        check,
+        ok: true,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn fail(check: &'static str, e: &Error) -> Check {
+    Check {
+        check,
+        ok: false,
+        detail: format!("[{}] {e}", e.code()),
+        fix: Some(e.remedy().to_string()),
+    }
+}
+
+/// Run every check, print them, and return the exit code (0 when all pass).
+pub fn run(config_path: Option<&Path>, out: Out) -> ExitCode {
+    let mut checks = Vec::new();
+    let mut worst: Option<ExitClass> = None;
+    let config = match config::load(config_path) {
+        Ok(c) => {
+            checks.push(pass(
+                "config",
+                format!("{} loads and validates", c.source_path.display()),
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            worst = Some(e.exit_class());
+            checks.push(fail("config", &e));
+            None
+        }
+    };
+    if let Some(c) = &config {
+        for (check, result) in checks_for(c) {
+            match result {
+                Ok(detail) => checks.push(pass(check, detail)),
+                Err(e) => {
+                    if worst != Some(ExitClass::Usage) {
+                        worst = Some(e.exit_class());
+                    }
+                    checks.push(fail(check, &e));
+                }
+            }
+        }
+    }
+    for c in &checks {
+        out.emit(c, || {
+            let mut s = format!(
+                "{} {:<12} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.check,
+                c.detail
+            );
+            if let Some(f) = &c.fix {
+                s.push_str(&format!("\n     fix: {f}"));
+            }
+            s
+        });
+    }
+    match worst {
+        None => ExitCode::SUCCESS,
+        Some(class) => ExitCode::from(class as u8),
+    }
+}
+
+fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
+    let mut v = Vec::new();
+    v.push((
+        "credential",
+        attestation::source_from_config(c).map(|s| format!("{} keys load", s.kind().as_str())),
+    ));
+    v.push((
+        "database",
+        Store::open(&c.database_path()).and_then(|s| {
+            let counts = s.counts()?;
+            let mut d = format!(
+                "{} (schema v{}): {} provisioned not exported, {} exported",
+                s.path(),
+                s.schema_version()?,
+                counts.provisioned,
+                counts.exported
+            );
+            if counts.pending > 0 {
+                d.push_str(&format!(
+                    "; {} unfinished (pending) devices: re-run them",
+                    counts.pending
+                ));
+            }
+            Ok(d)
+        }),
+    ));
+    let dir = c.export_dir();
+    v.push((
+        "export dir",
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| tempfile_in(&dir))
+            .map(|()| format!("{} is writable", dir.display()))
+            .map_err(|source| Error::File {
+                what: "export directory not writable:",
+                path: dir.clone(),
+                source,
+            }),
+    ));
+    v.push((
+        "port",
+        match c.serial.port.as_str() {
+            "sim" => Ok("built-in simulator (serial.port = \"sim\")".to_string()),
+            p => device::resolve_port(c, p).and_then(|path| {
+                device::transport::SerialTransport::open(&path, c.serial.baud)
+                    .map(|_| format!("{path} opens at {} baud", c.serial.baud))
+            }),
+        },
+    ));
+    v
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(".doctor-{}", std::process::id()));
+    std::fs::write(&p, b"ok")?;
+    std::fs::remove_file(p)
+}

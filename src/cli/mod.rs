@@ -1,0 +1,264 @@
+//! The headless command line: parses arguments, runs library calls, prints results. It holds
+//! no workflow logic of its own.
+
+mod args;
+mod doctor;
+mod output;
+
+pub use args::Cli;
+
+use crate::attestation::registration_id;
+use crate::attestation::symmetric::SymmetricKeySource;
+use crate::config::{self, Config};
+use crate::device::{self, sim};
+use crate::dps::{enrollment::DpsOptions, export};
+use crate::error::{Error, ExitClass, Result};
+use crate::store::{Status, Store};
+use crate::workflow::{self, DeviceInput, Permissions, Workflow};
+use args::*;
+use clap::{CommandFactory, Parser};
+use output::Out;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Out { json: cli.json };
+    match run(cli, out) {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::from(e.exit_class() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli, out: Out) -> Result<ExitCode> {
+    let Some(command) = cli.command else {
+        Cli::command().print_help().ok();
+        println!();
+        return Ok(ExitCode::SUCCESS);
+    };
+    let config_path = cli.config.as_deref();
+    match command {
+        Command::Provision(a) => provision(&config::load(config_path)?, &a, out),
+        Command::Simulate(a) => simulate(config_path, &a, out),
+        Command::Export(a) => export_cmd(&config::load(config_path)?, &a, out),
+        Command::List(a) => list(&config::load(config_path)?, &a, out),
+        Command::DeriveKey(a) => derive_key(&config::load(config_path)?, &a, out),
+        Command::Doctor => Ok(doctor::run(config_path, out)),
+    }
+}
+
+fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
+    if a.serial.is_some() && a.count > 1 {
+        return Err(Error::Usage(
+            "--serial names one device; use it without --count".into(),
+        ));
+    }
+    let mut workflow = Workflow::new(config)?;
+    let mut fixture = device::connect(config, a.port.as_deref())?;
+    let input = DeviceInput {
+        scanned_serial: a.serial.clone(),
+        operator: a.operator.clone(),
+        permissions: Permissions {
+            overwrite_identity: a.allow_overwrite,
+        },
+    };
+    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut previous: Option<String> = None;
+    for i in 0..a.count {
+        if i > 0
+            && let Some(prev) = &previous
+        {
+            let wait = Duration::from_secs(config.serial.next_device_timeout_s);
+            if let Err(e) = workflow::wait_for_next_device(&mut fixture.link, prev, wait) {
+                out.error(&e);
+                break;
+            }
+        }
+        let result = workflow.provision(&mut fixture.link, &input, &mut |e| out.event(&e));
+        match result {
+            Ok(o) => {
+                passed += 1;
+                previous = Some(o.serial);
+            }
+            Err(e) => {
+                failed += 1;
+                if matches!(e, Error::Database { .. }) {
+                    break;
+                }
+                if matches!(e, Error::Disconnected { .. }) {
+                    break;
+                }
+                previous = None;
+            }
+        }
+    }
+    let missing = a.count - passed - failed;
+    let counts = workflow.store().counts()?;
+    out.emit(
+        &serde_json::json!({"event": "summary", "passed": passed, "failed": failed, "not_run": missing, "unexported": counts.provisioned}),
+        || format!("{passed} passed, {failed} failed{}", if missing > 0 { format!(", {missing} not run") } else { String::new() }),
+    );
+    Ok(if failed == 0 && missing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(ExitClass::Device as u8)
+    })
+}
+
+fn simulate(config_path: Option<&std::path::Path>, a: &SimulateArgs, out: Out) -> Result<ExitCode> {
+    // The simulator stands alone: it only reads station.toml for defaults when no --flash is
+    // given.
+    let config = match &a.flash {
+        Some(_) => None,
+        None => Some(config::load(config_path)?),
+    };
+    let flash = match (&a.flash, &config) {
+        (Some(f), _) => f.clone(),
+        (None, Some(c)) => c.resolve(&c.simulator.flash_dir),
+        (None, None) => unreachable!("config is loaded when --flash is absent"),
+    };
+    let mut sc = sim::SimConfig::new(flash);
+    if let Some(c) = &config {
+        sc.serial_prefix = c.simulator.serial_prefix.clone();
+        sc.baud = c.simulator.baud;
+    }
+    if let Some(p) = &a.serial_prefix {
+        sc.serial_prefix = p.clone();
+    }
+    if let Some(b) = a.baud {
+        sc.baud = b;
+    }
+    sc.devices = a.devices;
+    sc.first = a.first.max(1);
+    sc.max_body = a.max_body;
+    sc.firmware = a.firmware.clone();
+    sc.fault_device = a.fault_device;
+    for f in &a.faults {
+        sc.faults.add(f).map_err(Error::Usage)?;
+    }
+    let flash_dir = sc.flash_dir.clone();
+    let handle = sim::spawn(sc).map_err(|e| Error::PortUnavailable {
+        port: "pty".into(),
+        message: format!("cannot create a pseudo-terminal: {e}"),
+    })?;
+    out.emit(
+        &serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir}),
+        || handle.path.clone(),
+    );
+    if !out.json {
+        eprintln!(
+            "simulated fixture on {} (flash in {}); Ctrl-C to stop",
+            handle.path,
+            flash_dir.display()
+        );
+    }
+    let exit = handle.wait().map_err(|e| Error::PortUnavailable {
+        port: "pty".into(),
+        message: e.to_string(),
+    })?;
+    if exit == sim::SimExit::Disconnected {
+        eprintln!("simulated device disconnected (fault injected)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_keys(config: &Config) -> Result<Option<SymmetricKeySource>> {
+    config
+        .attestation
+        .symmetric
+        .as_ref()
+        .map(|s| SymmetricKeySource::load(s, |p| config.resolve(p)))
+        .transpose()
+}
+
+fn export_cmd(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
+    let mut store = Store::open(&config.database_path())?;
+    if a.list {
+        for b in store.batches()? {
+            out.emit(&b, || {
+                format!("{}  {} enrollments  {}", b.id, b.count, b.created_at)
+            });
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keys = load_keys(config)?;
+    let dir = a.out.clone().unwrap_or_else(|| config.export_dir());
+    let summary = match &a.batch {
+        Some(id) => Some(export::export_again(&store, id, keys.as_ref(), &dir)?),
+        None => export::export_new(
+            &mut store,
+            &config.station.id,
+            &DpsOptions::from_config(&config.dps),
+            keys.as_ref(),
+            &dir,
+        )?,
+    };
+    match summary {
+        Some(s) => out.emit(&s, || {
+            format!(
+                "batch {}: {} enrollments\n  {}\n  {} ({} bulk operations)",
+                s.batch,
+                s.count,
+                s.csv.display(),
+                s.json.display(),
+                s.bulk_operations
+            )
+        }),
+        None => out.emit(&serde_json::json!({"event": "nothing_to_export"}), || {
+            "nothing to export: every provisioned enrollment is already in a batch".into()
+        }),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(config: &Config, a: &ListArgs, out: Out) -> Result<ExitCode> {
+    let store = Store::open(&config.database_path())?;
+    let status = a.status.as_deref().and_then(Status::parse);
+    for e in store.list(status, a.search.as_deref(), a.limit, a.offset)? {
+        out.emit(&e, || {
+            let flag = match e.status {
+                Status::Pending => "  <- unfinished: re-run this device",
+                _ => "",
+            };
+            format!(
+                "{:<12} {:<32} {:<16} {:<20} {}{}",
+                e.status.as_str(),
+                e.registration_id,
+                e.device_serial,
+                e.updated_at,
+                e.error_code.as_deref().unwrap_or(""),
+                flag
+            )
+        });
+    }
+    let c = store.counts()?;
+    out.emit(&serde_json::json!({"event": "counts", "counts": c}), || {
+        format!(
+            "{} provisioned (not exported), {} exported, {} failed, {} pending",
+            c.provisioned, c.exported, c.failed, c.pending
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn derive_key(config: &Config, a: &DeriveKeyArgs, out: Out) -> Result<ExitCode> {
+    registration_id::validate(&a.registration_id)?;
+    let keys = load_keys(config)?;
+    let group = keys
+        .as_ref()
+        .and_then(|k| k.primary.as_ref())
+        .ok_or_else(|| Error::Secret {
+            what: "group key".into(),
+            message: "no group key is configured in [attestation.symmetric]".into(),
+        })?;
+    let key = group.derive(&a.registration_id);
+    out.emit(
+        &serde_json::json!({"registration_id": a.registration_id, "derived_key": key}),
+        || key.clone(),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,12 @@
+//! `station.toml`: the station's whole configuration, loaded once at start.
+//!
+//! This module owns the model (serde structs that refuse unknown keys), loading with errors that
+//! name `file:line:column`, the key and what is expected, and the semantic checks that serde
+//! cannot express. It resolves relative paths against the file's directory. It never reads
+//! secrets itself beyond checking they can be found: see [`crate::attestation::symmetric`].
+
+pub(crate) mod load;
+mod model;
+
+pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
+pub use model::*;

@@ -1,0 +1,297 @@
+//! The serde model of `station.toml`. Every key is documented in `docs/config.md`.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub station: StationSection,
+    pub dps: DpsSection,
+    #[serde(default)]
+    pub registration: RegistrationSection,
+    pub attestation: AttestationSection,
+    #[serde(default)]
+    pub serial: SerialSection,
+    #[serde(default)]
+    pub simulator: SimulatorSection,
+    /// Directory of the file this was loaded from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this was loaded from (for messages).
+    #[serde(skip)]
+    pub source_path: PathBuf,
+}
+
+/// `[station]`: who this station is and where it keeps its data.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSection {
+    pub id: String,
+    #[serde(default)]
+    pub line: String,
+    pub database: PathBuf,
+    pub export_dir: PathBuf,
+}
+
+/// `[dps]`: the DPS coordinates written to devices and the options of every enrollment.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DpsSection {
+    pub id_scope: String,
+    #[serde(default = "default_global_endpoint")]
+    pub global_endpoint: String,
+    #[serde(default)]
+    pub allocation_policy: Option<AllocationPolicy>,
+    #[serde(default)]
+    pub iot_hubs: Vec<String>,
+    #[serde(default)]
+    pub iot_hub_host_name: Option<String>,
+    #[serde(default)]
+    pub provisioning_status: ProvisioningStatus,
+    #[serde(default)]
+    pub reprovision: Reprovision,
+    #[serde(default)]
+    pub iot_edge: bool,
+    #[serde(default)]
+    pub initial_twin: InitialTwin,
+}
+
+fn default_global_endpoint() -> String {
+    "global.azure-devices-provisioning.net".to_string()
+}
+
+/// DPS allocation policy, spelled as the service API spells it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum AllocationPolicy {
+    #[serde(rename = "hashed")]
+    Hashed,
+    #[serde(rename = "geoLatency")]
+    GeoLatency,
+    #[serde(rename = "static")]
+    Static,
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+/// Whether DPS lets the device register.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisioningStatus {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+/// The seed's three re-provisioning options.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reprovision {
+    /// Re-provision and migrate data (DPS default).
+    #[default]
+    ReprovisionAndMigrate,
+    /// Re-provision and reset to the initial configuration.
+    ReprovisionAndReset,
+    /// Never re-provision: the device stays on its hub.
+    Never,
+}
+
+impl Reprovision {
+    /// `(updateHubAssignment, migrateDeviceData)` as the API spells it.
+    pub fn flags(self) -> (bool, bool) {
+        match self {
+            Reprovision::ReprovisionAndMigrate => (true, true),
+            Reprovision::ReprovisionAndReset => (true, false),
+            Reprovision::Never => (false, false),
+        }
+    }
+}
+
+/// `[dps.initial_twin]`: tags and desired properties given to every device's twin.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitialTwin {
+    #[serde(default)]
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub desired: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[registration]`: how a registration ID is formed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSection {
+    #[serde(default = "default_template")]
+    pub template: String,
+}
+
+impl Default for RegistrationSection {
+    fn default() -> Self {
+        Self {
+            template: default_template(),
+        }
+    }
+}
+
+fn default_template() -> String {
+    "{serial}".to_string()
+}
+
+/// `[attestation]`: which credential each device gets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationSection {
+    pub mode: AttestationMode,
+    #[serde(default)]
+    pub symmetric: Option<SymmetricSection>,
+}
+
+/// The attestation kind.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationMode {
+    Symmetric,
+}
+
+/// `[attestation.symmetric]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymmetricSection {
+    #[serde(default)]
+    pub keys: SymmetricKeys,
+    /// File holding the base64 enrollment-group primary key.
+    #[serde(default)]
+    pub group_key_file: Option<PathBuf>,
+    /// Environment variable holding the group primary key; wins over the file when set.
+    #[serde(default)]
+    pub group_key_env: Option<String>,
+    /// Optional: the group's secondary key, for the enrollment's secondaryKey.
+    #[serde(default)]
+    pub secondary_group_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secondary_group_key_env: Option<String>,
+}
+
+/// Where per-device symmetric keys come from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SymmetricKeys {
+    /// HMAC-SHA256 of the registration ID under the group key; never stored.
+    #[default]
+    GroupDerived,
+    /// Fresh random primary and secondary keys; stored, since DPS needs them.
+    Individual,
+}
+
+/// `[serial]`: the fixture's serial line.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSection {
+    /// A tty path, `sim` for the built-in simulator, or `auto` to find a USB fixture by VID:PID.
+    #[serde(default = "default_port")]
+    pub port: String,
+    /// `VID:PID` pairs (hex) that `auto` accepts.
+    #[serde(default)]
+    pub usb_ids: Vec<String>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Base time allowed for a device's answer, before line time is added.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    /// Extra time allowed for COMMIT (flash writes).
+    #[serde(default = "default_commit_timeout")]
+    pub commit_timeout_ms: u64,
+    /// How often a request is re-sent after a timeout or a corrupt answer.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// How long `provision --count N` waits for the next device.
+    #[serde(default = "default_next_device_timeout")]
+    pub next_device_timeout_s: u64,
+}
+
+impl Default for SerialSection {
+    fn default() -> Self {
+        Self {
+            port: default_port(),
+            usb_ids: Vec::new(),
+            baud: default_baud(),
+            response_timeout_ms: default_response_timeout(),
+            commit_timeout_ms: default_commit_timeout(),
+            retries: default_retries(),
+            next_device_timeout_s: default_next_device_timeout(),
+        }
+    }
+}
+
+fn default_port() -> String {
+    "sim".to_string()
+}
+fn default_baud() -> u32 {
+    115_200
+}
+fn default_response_timeout() -> u64 {
+    500
+}
+fn default_commit_timeout() -> u64 {
+    2_000
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_next_device_timeout() -> u64 {
+    60
+}
+
+/// `[simulator]`: the built-in device simulator used when `serial.port = "sim"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSection {
+    /// Where simulated devices keep their "flash" (one JSON file per device).
+    #[serde(default = "default_flash_dir")]
+    pub flash_dir: PathBuf,
+    /// Serial-number prefix of simulated devices.
+    #[serde(default = "default_serial_prefix")]
+    pub serial_prefix: String,
+    /// Simulated line rate; 0 = as fast as the pty goes.
+    #[serde(default)]
+    pub baud: u32,
+}
+
+impl Default for SimulatorSection {
+    fn default() -> Self {
+        Self {
+            flash_dir: default_flash_dir(),
+            serial_prefix: default_serial_prefix(),
+            baud: 0,
+        }
+    }
+}
+
+fn default_flash_dir() -> PathBuf {
+    PathBuf::from("station-data/sim-flash")
+}
+fn default_serial_prefix() -> String {
+    "SIM".to_string()
+}
+
+impl Config {
+    /// Resolve a configured path against the configuration file's directory.
+    pub fn resolve(&self, p: &std::path::Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The database path, resolved.
+    pub fn database_path(&self) -> PathBuf {
+        self.resolve(&self.station.database)
+    }
+
+    /// The export directory, resolved.
+    pub fn export_dir(&self) -> PathBuf {
+        self.resolve(&self.station.export_dir)
+    }
+}

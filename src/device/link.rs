@@ -1,0 +1,302 @@
+//! The station side of protocol v1: request/response with sequence numbers, per-command
+//! timeouts that grow with line time, bounded retries and resynchronisation.
+//!
+//! Owns one [`Transport`]; knows the protocol's commands but not the workflow's meaning of
+//! them. It counts the time spent waiting for the device so the workflow can report the
+//! station's own overhead separately from the line.
+
+use super::frame::{self, Decoder, Frame, FrameError};
+use super::protocol::{self, DeviceInfo, DigestState, NakCode, Request, Timeouts, kind};
+use super::transport::{Transport, is_disconnect};
+use crate::error::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// Longest response the station expects, for line-time budgeting of timeouts.
+const MAX_RESPONSE_WIRE: usize = 300;
+
+/// Counters a link keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkStats {
+    /// Requests sent again after a timeout or corrupt answer.
+    pub resent: u32,
+    /// Chunks between delimiters that were not valid frames (noise, corruption).
+    pub bad_frames: u32,
+    /// Time spent blocked waiting for the device.
+    pub io_wait: Duration,
+    /// Bytes sent and received.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+}
+
+/// A protocol link to one device.
+pub struct Link {
+    transport: Box<dyn Transport>,
+    decoder: Decoder,
+    seq: u8,
+    retries: u32,
+    timeouts: Timeouts,
+    baud: u32,
+    device_max_body: usize,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    pub stats: LinkStats,
+}
+
+impl Link {
+    /// Wrap a transport. `baud` is used to budget timeouts for line time.
+    pub fn new(transport: Box<dyn Transport>, baud: u32, timeouts: Timeouts, retries: u32) -> Self {
+        let mut seed = [0u8; 1];
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            transport,
+            decoder: Decoder::new(protocol::STATION_MAX_BODY),
+            seq: seed[0],
+            retries,
+            timeouts,
+            baud: baud.max(1),
+            device_max_body: 256,
+            rx: vec![0; 4096],
+            tx: Vec::with_capacity(protocol::STATION_MAX_BODY + 64),
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Port name, for messages.
+    pub fn port(&self) -> &str {
+        self.transport.port_name()
+    }
+
+    fn line_time(&self, bytes: usize) -> Duration {
+        Duration::from_micros(bytes as u64 * 10 * 1_000_000 / self.baud as u64)
+    }
+
+    /// Send `req` and wait for its response frame (retrying as configured). A NAK becomes
+    /// [`Error::Nak`].
+    pub fn request(&mut self, req: &Request) -> Result<Frame> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let command = req.name();
+        self.tx.clear();
+        frame::encode_into(req.kind(), seq, &req.encode_body(), &mut self.tx);
+        let base = if req.kind() == kind::COMMIT {
+            self.timeouts.commit
+        } else {
+            self.timeouts.response
+        };
+        let timeout = base + self.line_time(self.tx.len() + MAX_RESPONSE_WIRE);
+        let attempts = self.retries + 1;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                self.stats.resent += 1;
+            }
+            let tx = std::mem::take(&mut self.tx);
+            let sent = self.transport.send(&tx);
+            self.tx = tx;
+            sent.map_err(|e| self.io_error(command, e))?;
+            self.stats.tx_bytes += self.tx.len() as u64;
+            match self.await_response(seq, req.kind(), timeout, command)? {
+                Some(f) if f.kind == kind::NAK => return Err(nak_error(command, &f.body)),
+                Some(f) => return Ok(f),
+                None => continue,
+            }
+        }
+        Err(Error::Timeout {
+            port: self.port().to_string(),
+            command,
+            attempts,
+        })
+    }
+
+    /// Wait for the response to `seq`. `None`: timed out, or a corrupt frame that was likely
+    /// the answer (so resending now beats waiting).
+    fn await_response(
+        &mut self,
+        seq: u8,
+        req_kind: u8,
+        timeout: Duration,
+        command: &'static str,
+    ) -> Result<Option<Frame>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let t0 = Instant::now();
+            let got = self.transport.recv(&mut self.rx, deadline - now);
+            self.stats.io_wait += t0.elapsed();
+            let n = got.map_err(|e| self.io_error(command, e))?;
+            if n == 0 {
+                continue;
+            }
+            self.stats.rx_bytes += n as u64;
+            let mut found = None;
+            let mut crc_error = false;
+            let mut bad = 0;
+            let (decoder, rx) = (&mut self.decoder, &self.rx[..n]);
+            decoder.push(rx, |r| match r {
+                Ok(f)
+                    if f.seq == seq
+                        && (f.kind == (req_kind | kind::RESPONSE) || f.kind == kind::NAK) =>
+                {
+                    if found.is_none() {
+                        found = Some(f)
+                    }
+                }
+                Ok(_) => {} // stale answer to an earlier request
+                Err(FrameError::Crc) => {
+                    bad += 1;
+                    crc_error = true
+                }
+                Err(_) => bad += 1,
+            });
+            self.stats.bad_frames += bad;
+            if found.is_some() {
+                return Ok(found);
+            }
+            if crc_error {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn io_error(&self, command: &'static str, e: std::io::Error) -> Error {
+        if is_disconnect(&e) {
+            Error::Disconnected {
+                port: self.port().to_string(),
+                command,
+            }
+        } else {
+            Error::Io {
+                port: self.port().to_string(),
+                command,
+                source: e,
+            }
+        }
+    }
+
+    fn protocol_error(&self, command: &'static str, message: impl Into<String>) -> Error {
+        Error::Protocol {
+            port: self.port().to_string(),
+            command,
+            message: message.into(),
+        }
+    }
+
+    /// HELLO: negotiate the version and learn who the device is.
+    pub fn hello(&mut self) -> Result<DeviceInfo> {
+        self.decoder.reset();
+        let _ = self.transport.discard_input();
+        let req = Request::Hello {
+            min: protocol::VERSION_MIN,
+            max: protocol::VERSION_MAX,
+        };
+        let f = self.request(&req)?;
+        let info = protocol::decode_device_info(&f.body)
+            .ok_or_else(|| self.protocol_error("HELLO", "malformed HELLO response"))?;
+        if !(protocol::VERSION_MIN..=protocol::VERSION_MAX).contains(&info.version) {
+            return Err(Error::UnsupportedProtocol {
+                device_min: info.version,
+                device_max: info.version,
+                station_min: protocol::VERSION_MIN,
+                station_max: protocol::VERSION_MAX,
+            });
+        }
+        if (info.max_body as usize) < protocol::WRITE_HEADER_LEN + 16 {
+            return Err(self.protocol_error(
+                "HELLO",
+                format!("device frame size {} is too small", info.max_body),
+            ));
+        }
+        self.device_max_body = (info.max_body as usize).min(protocol::STATION_MAX_BODY);
+        Ok(info)
+    }
+
+    /// Write one record in chunks; `progress(done, total)` after each acknowledged chunk.
+    pub fn write_record(
+        &mut self,
+        record: u8,
+        data: &[u8],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<()> {
+        let chunk = self.device_max_body - protocol::WRITE_HEADER_LEN;
+        let total = data.len();
+        let mut offset = 0;
+        loop {
+            let end = (offset + chunk).min(total);
+            let req = Request::Write {
+                record,
+                offset: offset as u32,
+                total: total as u32,
+                data: data[offset..end].to_vec(),
+            };
+            let f = self.request(&req)?;
+            if f.body.len() != 5 || f.body[0] != record {
+                return Err(self.protocol_error("WRITE", "malformed WRITE acknowledgement"));
+            }
+            let received = u32::from_le_bytes(f.body[1..5].try_into().unwrap()) as usize;
+            if received != end {
+                return Err(self.protocol_error(
+                    "WRITE",
+                    format!("device acknowledged {received} bytes, {end} were sent"),
+                ));
+            }
+            offset = end;
+            progress(offset, total);
+            if offset >= total {
+                return Ok(());
+            }
+        }
+    }
+
+    /// COMMIT the staged records; the device answers with the digest of what it stored.
+    pub fn commit(&mut self, flags: u8) -> Result<DigestState> {
+        let f = self.request(&Request::Commit { flags })?;
+        protocol::decode_digest(&f.body)
+            .ok_or_else(|| self.protocol_error("COMMIT", "malformed COMMIT response"))
+    }
+
+    /// READ_DIGEST: what the device holds now.
+    pub fn read_digest(&mut self) -> Result<DigestState> {
+        let f = self.request(&Request::ReadDigest)?;
+        protocol::decode_digest(&f.body)
+            .ok_or_else(|| self.protocol_error("READ_DIGEST", "malformed READ_DIGEST response"))
+    }
+
+    /// READ_RECORD: a non-secret committed record; `None` if the device has none.
+    pub fn read_record(&mut self, record: u8) -> Result<Option<Vec<u8>>> {
+        match self.request(&Request::ReadRecord { record }) {
+            Ok(f) => Ok(Some(f.body)),
+            Err(Error::Nak { code, .. }) if code == NakCode::BadRecord as u8 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// RESET: end of cycle; the device reboots into its new identity.
+    pub fn reset(&mut self) -> Result<()> {
+        self.request(&Request::Reset).map(|_| ())
+    }
+}
+
+fn nak_error(command: &'static str, body: &[u8]) -> Error {
+    let code = body.first().copied().unwrap_or(0);
+    if code == NakCode::UnsupportedVersion as u8 && body.len() == 3 {
+        return Error::UnsupportedProtocol {
+            device_min: body[1],
+            device_max: body[2],
+            station_min: protocol::VERSION_MIN,
+            station_max: protocol::VERSION_MAX,
+        };
+    }
+    let detail = body
+        .get(1..)
+        .filter(|d| !d.is_empty() && code != NakCode::UnsupportedVersion as u8)
+        .map(|d| format!(": {}", String::from_utf8_lossy(d)))
+        .unwrap_or_default();
+    Error::Nak {
+        command,
+        code,
+        reason: NakCode::describe(code),
+        detail,
+    }
+}

@@ -1,0 +1,525 @@
+//! Enrollments, attempts and batches.
+//!
+//! Lifecycle of an enrollment row: `pending` (durably recorded before anything is written to
+//! the device) → `provisioned` (after the device's read-back matched) or `failed` (with its
+//! error code). A provisioned row is immutable (a trigger enforces it) and gets the next
+//! `export_seq`; it counts as `exported` once a batch covers its `export_seq`, so marking a
+//! batch of a million enrollments is one insert.
+
+use super::{Store, now};
+use crate::attestation::Secret;
+use crate::error::{Error, Result};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+
+/// Where an enrollment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, not yet verified on the device: unfinished (e.g. after a crash).
+    Pending,
+    /// Verified on the device; waiting for export.
+    Provisioned,
+    /// The last attempt failed; `error_code` says why.
+    Failed,
+    /// Provisioned and included in an export batch.
+    Exported,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Provisioned => "provisioned",
+            Status::Failed => "failed",
+            Status::Exported => "exported",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "provisioned" => Status::Provisioned,
+            "failed" => Status::Failed,
+            "exported" => Status::Exported,
+            _ => return None,
+        })
+    }
+}
+
+/// One enrollment row (with its derived status and batch).
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrollment {
+    pub registration_id: String,
+    pub device_serial: String,
+    pub firmware: String,
+    pub model: String,
+    pub attestation_type: String,
+    pub key_source: Option<String>,
+    #[serde(skip)]
+    pub primary_key: Option<Secret>,
+    #[serde(skip)]
+    pub secondary_key: Option<Secret>,
+    pub group_key_id: Option<String>,
+    pub device_digest: Option<String>,
+    pub status: Status,
+    pub error_code: Option<String>,
+    pub station: String,
+    pub line: String,
+    pub operator: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub provisioned_at: Option<String>,
+    pub export_seq: Option<i64>,
+    pub batch: Option<String>,
+}
+
+/// What the workflow records as `pending` before writing the device.
+#[derive(Debug, Clone)]
+pub struct NewEnrollment<'a> {
+    pub registration_id: &'a str,
+    pub device_serial: &'a str,
+    pub firmware: &'a str,
+    pub model: &'a str,
+    pub attestation_type: &'a str,
+    pub key_source: Option<&'a str>,
+    pub primary_key: Option<&'a Secret>,
+    pub secondary_key: Option<&'a Secret>,
+    pub group_key_id: Option<&'a str>,
+    pub station: &'a str,
+    pub line: &'a str,
+    pub operator: &'a str,
+}
+
+/// One provisioning attempt, passed or failed.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub registration_id: Option<&'a str>,
+    pub device_serial: Option<&'a str>,
+    pub passed: bool,
+    pub error_code: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub station: &'a str,
+    pub operator: &'a str,
+    pub port: &'a str,
+    pub started_at: &'a str,
+    pub duration_ms: u64,
+}
+
+/// An export batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub id: String,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub count: i64,
+    pub created_at: String,
+    pub station: String,
+    pub dps_options: String,
+}
+
+/// Counters for the station's header and `station list`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: i64,
+    pub provisioned: i64,
+    pub failed: i64,
+    pub exported: i64,
+}
+
+const COLUMNS: &str = "e.registration_id, e.device_serial, e.firmware, e.model, e.attestation_type, \
+    e.key_source, e.primary_key, e.secondary_key, e.group_key_id, e.device_digest, e.status, \
+    e.error_code, e.station, e.line, e.operator, e.created_at, e.updated_at, e.provisioned_at, \
+    e.export_seq, \
+    (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
+     ORDER BY b.first_seq DESC LIMIT 1)";
+
+/// Map a row selected with [`COLUMNS`].
+pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
+    let status: String = r.get(10)?;
+    let batch: Option<String> = r.get(19)?;
+    let mut status = Status::parse(&status).unwrap_or(Status::Failed);
+    if batch.is_some() {
+        status = Status::Exported;
+    }
+    Ok(Enrollment {
+        registration_id: r.get(0)?,
+        device_serial: r.get(1)?,
+        firmware: r.get(2)?,
+        model: r.get(3)?,
+        attestation_type: r.get(4)?,
+        key_source: r.get(5)?,
+        primary_key: r.get::<_, Option<String>>(6)?.map(Secret),
+        secondary_key: r.get::<_, Option<String>>(7)?.map(Secret),
+        group_key_id: r.get(8)?,
+        device_digest: r.get(9)?,
+        status,
+        error_code: r.get(11)?,
+        station: r.get(12)?,
+        line: r.get(13)?,
+        operator: r.get(14)?,
+        created_at: r.get(15)?,
+        updated_at: r.get(16)?,
+        provisioned_at: r.get(17)?,
+        export_seq: r.get(18)?,
+        batch,
+    })
+}
+
+impl Store {
+    /// The enrollment for `registration_id` (case-insensitive), if any.
+    pub fn find(&self, registration_id: &str) -> Result<Option<Enrollment>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM enrollments e WHERE e.registration_id = ?1"),
+                [registration_id],
+                from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Durably record `new` as `pending`, before anything is written to the device.
+    ///
+    /// A row that is already provisioned is left as it is (the re-run writes the same
+    /// identity); a row for the same ID but another device serial is refused.
+    pub fn record_pending(&mut self, new: &NewEnrollment<'_>) -> Result<()> {
+        let path = self.path().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::from(e).in_database(&path))?;
+        let existing: Option<(String, String)> = tx
+            .query_row(
+                "SELECT device_serial, status FROM enrollments WHERE registration_id = ?1",
+                [new.registration_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| Error::from(e).in_database(&path))?;
+        if let Some((serial, status)) = existing {
+            if serial != new.device_serial {
+                return Err(Error::DuplicateRegistration {
+                    registration_id: new.registration_id.to_string(),
+                    enrolled_serial: serial,
+                    serial: new.device_serial.to_string(),
+                });
+            }
+            if status == "provisioned" {
+                return Ok(());
+            }
+        }
+        let t = now();
+        tx.execute(
+            "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
+                attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
+                station, line, operator, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?13) \
+             ON CONFLICT (registration_id) DO UPDATE SET firmware = excluded.firmware, \
+                model = excluded.model, attestation_type = excluded.attestation_type, \
+                key_source = excluded.key_source, primary_key = excluded.primary_key, \
+                secondary_key = excluded.secondary_key, group_key_id = excluded.group_key_id, \
+                status = 'pending', error_code = NULL, station = excluded.station, \
+                line = excluded.line, operator = excluded.operator, updated_at = excluded.updated_at",
+            params![
+                new.registration_id,
+                new.device_serial,
+                new.firmware,
+                new.model,
+                new.attestation_type,
+                new.key_source,
+                new.primary_key.map(|s| s.0.as_str()),
+                new.secondary_key.map(|s| s.0.as_str()),
+                new.group_key_id,
+                new.station,
+                new.line,
+                new.operator,
+                t,
+            ],
+        )
+        .map_err(|e| Error::from(e).in_database(&path))?;
+        tx.commit().map_err(|e| Error::from(e).in_database(&path))
+    }
+
+    /// Durably mark `registration_id` provisioned (device read-back matched `digest`) and
+    /// record the passed attempt, in one transaction.
+    pub fn mark_provisioned(
+        &mut self,
+        registration_id: &str,
+        digest: &str,
+        attempt: &Attempt<'_>,
+    ) -> Result<()> {
+        let path = self.path().to_string();
+        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let t = now();
+        tx.execute(
+            "UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
+                updated_at = ?3, provisioned_at = ?3, \
+                export_seq = (SELECT COALESCE(MAX(export_seq), 0) + 1 FROM enrollments) \
+             WHERE registration_id = ?1 AND status <> 'provisioned'",
+            params![registration_id, digest, t],
+        )
+        .map_err(e)?;
+        insert_attempt(&tx, attempt).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Record a failed attempt and, if the enrollment is not provisioned, mark it failed.
+    pub fn mark_failed(&mut self, attempt: &Attempt<'_>) -> Result<()> {
+        let path = self.path().to_string();
+        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        if let Some(id) = attempt.registration_id {
+            tx.execute(
+                "UPDATE enrollments SET status = 'failed', error_code = ?2, updated_at = ?3 \
+                 WHERE registration_id = ?1 AND device_serial IS ?4 AND status <> 'provisioned'",
+                params![id, attempt.error_code, now(), attempt.device_serial],
+            )
+            .map_err(e)?;
+        }
+        insert_attempt(&tx, attempt).map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Enrollments, newest first, optionally filtered by status and a search text (serial or
+    /// registration ID prefix).
+    pub fn list(
+        &self,
+        status: Option<Status>,
+        search: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Enrollment>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM enrollments e WHERE 1 = 1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        match status {
+            None => {}
+            Some(Status::Exported) => sql
+                .push_str(" AND e.export_seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM batches)"),
+            Some(Status::Provisioned) => {
+                sql.push_str(" AND e.export_seq > (SELECT COALESCE(MAX(last_seq), 0) FROM batches)")
+            }
+            Some(s) => {
+                sql.push_str(" AND e.status = ?");
+                args.push(Box::new(s.as_str()));
+            }
+        }
+        if let Some(q) = search.filter(|q| !q.is_empty()) {
+            sql.push_str(
+                " AND (e.registration_id LIKE ? ESCAPE '\\' OR e.device_serial LIKE ? ESCAPE '\\')",
+            );
+            let pat = format!(
+                "{}%",
+                q.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            args.push(Box::new(pat.clone()));
+            args.push(Box::new(pat));
+        }
+        sql.push_str(" ORDER BY e.id DESC LIMIT ? OFFSET ?");
+        args.push(Box::new(limit));
+        args.push(Box::new(offset as i64));
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(
+                rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())),
+                from_row,
+            )
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many enrollments stand where.
+    pub fn counts(&self) -> Result<Counts> {
+        let one = |sql: &str| -> Result<i64> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        // export_seq is dense (1, 2, 3, ...): provisioned rows are never modified or deleted.
+        let exported = one("SELECT COALESCE(MAX(last_seq), 0) FROM batches")?;
+        let provisioned_total = one("SELECT COALESCE(MAX(export_seq), 0) FROM enrollments")?;
+        Ok(Counts {
+            pending: one("SELECT count(*) FROM enrollments WHERE status = 'pending'")?,
+            provisioned: provisioned_total - exported,
+            failed: one("SELECT count(*) FROM enrollments WHERE status = 'failed'")?,
+            exported,
+        })
+    }
+
+    /// Attempts for a registration ID or serial, newest first.
+    pub fn attempts(&self, key: &str, limit: u32) -> Result<Vec<AttemptRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT registration_id, device_serial, outcome, error_code, message, operator, \
+                    port, started_at, duration_ms FROM attempts \
+                 WHERE registration_id = ?1 OR device_serial = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![key, limit], |r| {
+                Ok(AttemptRow {
+                    registration_id: r.get(0)?,
+                    device_serial: r.get(1)?,
+                    outcome: r.get(2)?,
+                    error_code: r.get(3)?,
+                    message: r.get(4)?,
+                    operator: r.get(5)?,
+                    port: r.get(6)?,
+                    started_at: r.get(7)?,
+                    duration_ms: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// All batches, oldest first.
+    pub fn batches(&self) -> Result<Vec<Batch>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, first_seq, last_seq, count, created_at, station, dps_options FROM batches ORDER BY first_seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], batch_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// One batch by ID.
+    pub fn batch(&self, id: &str) -> Result<Batch> {
+        self.conn
+            .query_row(
+                "SELECT id, first_seq, last_seq, count, created_at, station, dps_options FROM batches WHERE id = ?1",
+                [id],
+                batch_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| Error::BatchNotFound(id.to_string()))
+    }
+
+    /// Highest `export_seq` a batch covers (0 if none), and highest assigned.
+    pub fn export_watermarks(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(last_seq), 0) FROM batches), \
+                        (SELECT COALESCE(MAX(export_seq), 0) FROM enrollments)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Call `f` for every provisioned enrollment with `first <= export_seq <= last`, in order.
+    pub fn for_each_in_range(
+        &self,
+        first: i64,
+        last: i64,
+        mut f: impl FnMut(&Enrollment) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM enrollments e WHERE e.export_seq BETWEEN ?1 AND ?2 ORDER BY e.export_seq",
+                COLUMNS.replace(
+                    "(SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
+     ORDER BY b.first_seq DESC LIMIT 1)",
+                    "NULL"
+                )
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([first, last]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let en = from_row(r).map_err(|e| self.err(e))?;
+            f(&en)?;
+        }
+        Ok(())
+    }
+
+    /// Record a batch covering `first..=last`, unless another export got there first.
+    pub fn insert_batch(&mut self, b: &Batch) -> Result<()> {
+        let path = self.path().to_string();
+        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let covered: i64 = tx
+            .query_row("SELECT COALESCE(MAX(last_seq), 0) FROM batches", [], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        if covered >= b.first_seq {
+            return Err(Error::Database {
+                path,
+                message: "another export ran at the same time; run the export again".into(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO batches (id, first_seq, last_seq, count, created_at, station, dps_options) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![b.id, b.first_seq, b.last_seq, b.count, b.created_at, b.station, b.dps_options],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+}
+
+/// One row of the attempts table.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub registration_id: Option<String>,
+    pub device_serial: Option<String>,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    pub operator: String,
+    pub port: String,
+    pub started_at: String,
+    pub duration_ms: i64,
+}
+
+fn batch_from_row(r: &Row<'_>) -> rusqlite::Result<Batch> {
+    Ok(Batch {
+        id: r.get(0)?,
+        first_seq: r.get(1)?,
+        last_seq: r.get(2)?,
+        count: r.get(3)?,
+        created_at: r.get(4)?,
+        station: r.get(5)?,
+        dps_options: r.get(6)?,
+    })
+}
+
+fn insert_attempt(tx: &rusqlite::Transaction<'_>, a: &Attempt<'_>) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO attempts (registration_id, device_serial, outcome, error_code, message, \
+            station, operator, port, started_at, duration_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            a.registration_id,
+            a.device_serial,
+            if a.passed { "passed" } else { "failed" },
+            a.error_code,
+            a.message,
+            a.station,
+            a.operator,
+            a.port,
+            a.started_at,
+            a.duration_ms as i64,
+        ],
+    )
+}

@@ -1,0 +1,99 @@
+//! Append-only migrations keyed on `PRAGMA user_version`. Never edit a shipped migration; add
+//! the next one.
+
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    r#"
+    CREATE TABLE enrollments (
+        id               INTEGER PRIMARY KEY,
+        registration_id  TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        device_serial    TEXT NOT NULL,
+        firmware         TEXT NOT NULL,
+        model            TEXT NOT NULL DEFAULT '',
+        attestation_type TEXT NOT NULL,
+        key_source       TEXT,
+        primary_key      TEXT,
+        secondary_key    TEXT,
+        group_key_id     TEXT,
+        public_material  TEXT,
+        device_digest    TEXT,
+        status           TEXT NOT NULL CHECK (status IN ('pending', 'provisioned', 'failed')),
+        error_code       TEXT,
+        station          TEXT NOT NULL,
+        line             TEXT NOT NULL DEFAULT '',
+        operator         TEXT NOT NULL DEFAULT '',
+        created_at       TEXT NOT NULL,
+        updated_at       TEXT NOT NULL,
+        provisioned_at   TEXT,
+        export_seq       INTEGER UNIQUE,
+        CHECK ((status = 'provisioned') = (export_seq IS NOT NULL))
+    );
+    CREATE INDEX enrollments_serial ON enrollments(device_serial);
+    CREATE INDEX enrollments_unfinished ON enrollments(status) WHERE status <> 'provisioned';
+    CREATE TRIGGER enrollments_provisioned_are_immutable
+        BEFORE UPDATE ON enrollments WHEN OLD.status = 'provisioned'
+        BEGIN SELECT RAISE(ABORT, 'a provisioned enrollment is never modified'); END;
+    CREATE TRIGGER enrollments_provisioned_are_kept
+        BEFORE DELETE ON enrollments WHEN OLD.status = 'provisioned'
+        BEGIN SELECT RAISE(ABORT, 'a provisioned enrollment is never deleted'); END;
+
+    CREATE TABLE batches (
+        id          TEXT PRIMARY KEY,
+        first_seq   INTEGER NOT NULL,
+        last_seq    INTEGER NOT NULL,
+        count       INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        station     TEXT NOT NULL,
+        dps_options TEXT NOT NULL,
+        CHECK (first_seq <= last_seq)
+    );
+    CREATE UNIQUE INDEX batches_range ON batches(first_seq);
+
+    CREATE TABLE attempts (
+        id              INTEGER PRIMARY KEY,
+        registration_id TEXT COLLATE NOCASE,
+        device_serial   TEXT,
+        outcome         TEXT NOT NULL CHECK (outcome IN ('passed', 'failed')),
+        error_code      TEXT,
+        message         TEXT,
+        station         TEXT NOT NULL,
+        operator        TEXT NOT NULL DEFAULT '',
+        port            TEXT NOT NULL DEFAULT '',
+        started_at      TEXT NOT NULL,
+        duration_ms     INTEGER NOT NULL
+    );
+    CREATE INDEX attempts_registration ON attempts(registration_id);
+    CREATE INDEX attempts_serial ON attempts(device_serial);
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
+    let err = |e: rusqlite::Error| Error::from(e).in_database(path);
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}

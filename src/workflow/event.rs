@@ -1,0 +1,115 @@
+//! The one progress surface: every front end (CLI text, CLI JSON lines, GUI) renders these.
+//!
+//! Order for one device:
+//! `Connecting` → `Identified` → `RegistrationId` → `Credential` → `Recorded` →
+//! (`AlreadyProvisioned` | `Writing`* → `Committed`) → `Verified` → `Passed`.
+//! `Failed` may follow any event (or come first). Nothing follows `Passed` or `Failed` for
+//! that device; the next device starts again with `Connecting`.
+
+use serde::Serialize;
+
+/// The steps the operator screen shows, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Connect,
+    Identify,
+    Credential,
+    Write,
+    Verify,
+    Record,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] = [
+        Step::Connect,
+        Step::Identify,
+        Step::Credential,
+        Step::Write,
+        Step::Verify,
+        Step::Record,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Connect => "Connect",
+            Step::Identify => "Identify",
+            Step::Credential => "Credential",
+            Step::Write => "Write",
+            Step::Verify => "Verify",
+            Step::Record => "Record",
+        }
+    }
+}
+
+/// Progress of one device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Waiting for / talking to the device on `port`.
+    Connecting { port: String },
+    /// The device answered HELLO.
+    Identified {
+        serial: String,
+        firmware: String,
+        model: String,
+        protocol: u8,
+        provisioned: bool,
+    },
+    /// The registration ID this device will present to DPS.
+    RegistrationId { registration_id: String },
+    /// The credential was obtained (never the key itself).
+    Credential {
+        attestation: &'static str,
+        key_source: &'static str,
+        fingerprint: String,
+    },
+    /// The enrollment is durably recorded as pending.
+    Recorded { registration_id: String },
+    /// The device already holds exactly this identity; nothing is rewritten.
+    AlreadyProvisioned { digest: String },
+    /// Bytes of the device's records acknowledged so far.
+    Writing { written: usize, total: usize },
+    /// The device committed; its digest of what it stored.
+    Committed { digest: String },
+    /// The read-back digest matched.
+    Verified { digest: String },
+    /// The device is provisioned and durably recorded so.
+    Passed {
+        registration_id: String,
+        serial: String,
+        duration_ms: f64,
+        /// Time the station itself spent (not waiting on the line).
+        overhead_ms: f64,
+    },
+    /// The device failed; nothing about it is recorded as good.
+    Failed {
+        registration_id: Option<String>,
+        serial: Option<String>,
+        code: &'static str,
+        message: String,
+        remedy: &'static str,
+    },
+}
+
+impl Event {
+    /// The step this event belongs to.
+    pub fn step(&self) -> Option<Step> {
+        Some(match self {
+            Event::Connecting { .. } => Step::Connect,
+            Event::Identified { .. } | Event::RegistrationId { .. } => Step::Identify,
+            Event::Credential { .. } | Event::Recorded { .. } => Step::Credential,
+            Event::AlreadyProvisioned { .. } | Event::Writing { .. } | Event::Committed { .. } => {
+                Step::Write
+            }
+            Event::Verified { .. } => Step::Verify,
+            Event::Passed { .. } => Step::Record,
+            Event::Failed { .. } => return None,
+        })
+    }
+
+    /// Whether nothing follows this event for the device.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Event::Passed { .. } | Event::Failed { .. })
+    }
+}
