@@ -1,0 +1,251 @@
+//! Shared helpers for integration tests: a station directory with its own config, the real
+//! `station` binary, and the device simulator as a separate process on a real pty.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const STATION: &str = env!("CARGO_BIN_EXE_station");
+
+/// Test group key (tests/fixtures/group-key.txt): test material only.
+pub const GROUP_KEY_FILE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
+
+/// A temporary station: directory, station.toml, database and export dir inside it.
+pub struct StationDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl StationDir {
+    /// A station with the default test configuration plus `extra` TOML appended to the matching
+    /// sections (use `edit` for replacements).
+    pub fn new() -> Self {
+        Self::with_config(&default_config())
+    }
+
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("station.toml"), config).unwrap();
+        StationDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("station.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path().join("data/station.db")
+    }
+
+    pub fn flash(&self) -> PathBuf {
+        self.path().join("flash")
+    }
+
+    /// Run `station --config <this> args...`.
+    pub fn station(&self, args: &[&str]) -> Output {
+        Command::new(STATION)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("STATION_GROUP_KEY")
+            .env_remove("STATION_CONFIG")
+            .output()
+            .expect("station runs")
+    }
+
+    /// Start a simulator process with its flash in this station's `flash/` directory.
+    pub fn simulator(&self, args: &[&str]) -> Simulator {
+        Simulator::start(&self.flash(), args)
+    }
+
+    /// Enrollment rows as (registration_id, serial, status, error_code, device_digest).
+    pub fn rows(&self) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut st = conn
+            .prepare("SELECT registration_id, device_serial, status, error_code, device_digest FROM enrollments ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    /// Attempts as (registration_id, outcome, error_code).
+    pub fn attempts(&self) -> Vec<(Option<String>, String, Option<String>)> {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let mut st = conn
+            .prepare("SELECT registration_id, outcome, error_code FROM attempts ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Check the database against the simulator's flash: every provisioned row's digest equals
+    /// what the device holds, and no device holds an identity the database lacks.
+    pub fn assert_db_matches_flash(&self) {
+        let rows = self.rows();
+        let Ok(entries) = std::fs::read_dir(self.flash()) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let flash: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let records = flash["records"].as_object().unwrap();
+            let Some(regid_hex) = records.get("3").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let regid = String::from_utf8(hex(regid_hex)).unwrap();
+            let serial = flash["serial"].as_str().unwrap();
+            let row = rows.iter().find(|r| r.0 == regid);
+            match row {
+                Some(r) if r.2 == "provisioned" => {
+                    assert_eq!(r.1, serial, "row serial for {regid}");
+                    assert_eq!(
+                        r.4.as_deref(),
+                        flash["digest"].as_str(),
+                        "digest of {regid}"
+                    );
+                }
+                // The device holds a credential the database has (pending/failed rows keep it),
+                // or an identity that came from elsewhere (injected pre-provisioned devices).
+                Some(_) => {}
+                None => assert!(
+                    regid.starts_with("foreign-"),
+                    "device {serial} holds {regid}, which the database lacks"
+                ),
+            }
+        }
+        for r in rows.iter().filter(|r| r.2 == "provisioned") {
+            let path = self.flash().join(format!("{}.json", r.1));
+            let flash: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(
+                r.4.as_deref(),
+                flash["digest"].as_str(),
+                "provisioned {} must match its device",
+                r.0
+            );
+        }
+    }
+}
+
+pub fn hex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The test station configuration.
+pub fn default_config() -> String {
+    format!(
+        r#"
+[station]
+id = "test-station"
+line = "line-t"
+database = "data/station.db"
+export_dir = "exports"
+
+[dps]
+id_scope = "0ne000TEST1"
+allocation_policy = "hashed"
+iot_hubs = ["hub-a.azure-devices.net", "hub-b.azure-devices.net"]
+reprovision = "reprovision-and-reset"
+
+[dps.initial_twin.tags]
+environment = "production"
+
+[dps.initial_twin.desired]
+telemetryInterval = 30
+
+[registration]
+template = "{{serial}}"
+
+[attestation]
+mode = "symmetric"
+
+[attestation.symmetric]
+keys = "group-derived"
+group_key_file = "{GROUP_KEY_FILE}"
+
+[serial]
+port = "sim"
+response_timeout_ms = 300
+commit_timeout_ms = 1000
+retries = 3
+next_device_timeout_s = 5
+
+[simulator]
+flash_dir = "flash"
+"#
+    )
+}
+
+/// A `station simulate` process.
+pub struct Simulator {
+    pub child: Child,
+    pub port: String,
+}
+
+impl Simulator {
+    pub fn start(flash: &Path, args: &[&str]) -> Simulator {
+        let mut child = Command::new(STATION)
+            .arg("simulate")
+            .arg("--flash")
+            .arg(flash)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulator starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().to_string();
+        assert!(port.starts_with("/dev/"), "simulator printed {line:?}");
+        Simulator { child, port }
+    }
+
+    /// Whether the simulator process has ended.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// JSON lines of an output.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Text of stdout and stderr together.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
