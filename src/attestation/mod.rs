@@ -156,7 +156,7 @@ impl CredentialSource for symmetric::SymmetricKeySource {
                 SymmetricKeys::Individual => "individual",
             },
             records,
-            stored_primary: stored.then(|| Secret(primary)),
+            stored_primary: stored.then_some(Secret(primary)),
             stored_secondary: if stored { secondary.map(Secret) } else { None },
             group_key_id,
             fingerprint,

@@ -372,7 +372,7 @@ fn transmit<P: Write>(
             out.extend_from_slice(
                 b"\r\nROM boot v2.1\r\nflash: 4096 KiB ok\r\n[    0.012] provisioning agent starting\r\n",
             );
-        } else if device.responses % 3 == 0 {
+        } else if device.responses.is_multiple_of(3) {
             out.extend_from_slice(
                 format!(
                     "[{:>9.3}] sensor: temp=21.5C\r\n",
@@ -383,11 +383,14 @@ fn transmit<P: Write>(
         }
     }
     device.booted = true;
-    if faults.drop_every.is_some_and(|k| device.responses % k == 0) {
+    if faults
+        .drop_every
+        .is_some_and(|k| device.responses.is_multiple_of(k))
+    {
         wire.clear();
     }
     if let Some(k) = faults.corrupt_every
-        && device.responses % k == 0
+        && device.responses.is_multiple_of(k)
         && wire.len() > 4
     {
         let i = wire.len() / 2;

@@ -10,7 +10,7 @@ use super::MAX_BULK;
 use super::enrollment::{Attestation, DpsOptions, write_enrollment};
 use crate::attestation::symmetric::SymmetricKeySource;
 use crate::error::{Error, Result};
-use crate::store::{Batch, Enrollment, Store, now};
+use crate::store::{AttestationRow, Batch, Store, now};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -133,6 +133,24 @@ fn create(path: &Path, mode: u32) -> Result<BufWriter<File>> {
         })
 }
 
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::File {
+        what: "cannot write export file",
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn count_mismatch(store: &Store, batch: &Batch, seen: i64) -> Error {
+    Error::Database {
+        path: store.path().to_string(),
+        message: format!(
+            "batch {} should hold {} enrollments but {seen} were found",
+            batch.id, batch.count
+        ),
+    }
+}
+
 fn write_batch(
     store: &Store,
     batch: &Batch,
@@ -149,103 +167,29 @@ fn write_batch(
             path: store.path().to_string(),
             message: format!("batch {} has unreadable DPS options: {e}", batch.id),
         })?;
-    let fragment = options.fragment();
-    let csv_path = out_dir.join(format!("{}.csv", batch.id));
-    let json_path = out_dir.join(format!("{}.dps.json", batch.id));
-    let tmp_csv = out_dir.join(format!(".{}.csv.tmp", batch.id));
-    let tmp_json = out_dir.join(format!(".{}.dps.json.tmp", batch.id));
     let pending = Pending {
-        tmp_csv: tmp_csv.clone(),
-        tmp_json: tmp_json.clone(),
+        tmp_csv: out_dir.join(format!(".{}.csv.tmp", batch.id)),
+        tmp_json: out_dir.join(format!(".{}.dps.json.tmp", batch.id)),
         summary: ExportSummary {
             batch: batch.id.clone(),
             count: batch.count,
-            csv: csv_path,
-            json: json_path,
+            csv: out_dir.join(format!("{}.csv", batch.id)),
+            json: out_dir.join(format!("{}.dps.json", batch.id)),
             bulk_operations: (batch.count as usize).div_ceil(MAX_BULK),
         },
     };
-    let result = (|| {
-        let mut csv = csv::Writer::from_writer(create(&tmp_csv, 0o644)?);
-        // The bulk-operation file holds keys: owner-only.
-        let mut json = create(&tmp_json, 0o600)?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source: std::io::Error| Error::File {
-                what: "cannot write export file",
-                path: path.clone(),
-                source,
-            }
-        };
-        csv.write_record(CSV_HEADER)
-            .map_err(|e| io(&tmp_csv)(e.into()))?;
-        json.write_all(b"[").map_err(io(&tmp_json))?;
-        let mut body = Vec::with_capacity(8192);
-        let mut in_body = 0usize;
-        let mut bodies = 0usize;
-        let mut seen = 0i64;
-        let mut derived = String::new();
-        let mut derived2 = String::new();
-        store.for_each_in_range(batch.first_seq, batch.last_seq, |e| {
-            seen += 1;
-            csv.write_record([
-                e.registration_id.as_str(),
-                &e.device_serial,
-                &e.firmware,
-                &e.model,
-                &e.attestation_type,
-                e.key_source.as_deref().unwrap_or(""),
-                &e.station,
-                &e.line,
-                &e.operator,
-                e.provisioned_at.as_deref().unwrap_or(""),
-                &batch.id,
-                e.device_digest.as_deref().unwrap_or(""),
-            ])
-            .map_err(|err| io(&tmp_csv)(err.into()))?;
-            if in_body == 0 {
-                body.clear();
-                if bodies > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(b"\n{\"mode\":\"create\",\"enrollments\":[");
-            } else {
-                body.push(b',');
-            }
-            let att = attestation(e, keys, &mut derived, &mut derived2)?;
-            write_enrollment(&mut body, &e.registration_id, &att, &fragment);
-            in_body += 1;
-            if in_body == MAX_BULK {
-                body.extend_from_slice(b"]}");
-                json.write_all(&body).map_err(io(&tmp_json))?;
-                in_body = 0;
-                bodies += 1;
-            }
-            Ok(())
-        })?;
-        if in_body > 0 {
-            body.extend_from_slice(b"]}");
-            json.write_all(&body).map_err(io(&tmp_json))?;
-        }
-        json.write_all(b"\n]\n").map_err(io(&tmp_json))?;
-        if seen != batch.count {
-            return Err(Error::Database {
-                path: store.path().to_string(),
-                message: format!(
-                    "batch {} should hold {} enrollments but {seen} were found",
-                    batch.id, batch.count
-                ),
-            });
-        }
-        let csv_file = csv
-            .into_inner()
-            .map_err(|e| io(&tmp_csv)(std::io::Error::other(e.to_string())))?;
-        for (w, p) in [(csv_file, &tmp_csv), (json, &tmp_json)] {
-            let f = w.into_inner().map_err(|e| io(p)(e.into_error()))?;
-            f.sync_all().map_err(io(p))?;
-        }
-        Ok(())
-    })();
+    // The two files are independent: write them on two threads, each with its own reader of
+    // the (immutable) rows of the batch.
+    let csv_reader = store.reopen()?;
+    let result = std::thread::scope(|s| {
+        let tmp_csv = &pending.tmp_csv;
+        let csv = s.spawn(move || write_csv(&csv_reader, batch, tmp_csv));
+        let json = write_json(store, batch, keys, &options.fragment(), &pending.tmp_json);
+        let csv = csv
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("CSV export thread panicked".into())));
+        json.and(csv)
+    });
     match result {
         Ok(()) => Ok(pending),
         Err(e) => {
@@ -255,28 +199,108 @@ fn write_batch(
     }
 }
 
+fn write_csv(store: &Store, batch: &Batch, path: &Path) -> Result<()> {
+    let io = file_error(path);
+    let mut csv = csv::Writer::from_writer(create(path, 0o644)?);
+    let csv_err = |e: csv::Error| io(e.into());
+    csv.write_record(CSV_HEADER).map_err(csv_err)?;
+    let seen = store.for_each_trace_row(batch.first_seq, batch.last_seq, |e| {
+        csv.write_record([
+            e.registration_id,
+            e.device_serial,
+            e.firmware,
+            e.model,
+            e.attestation_type,
+            e.key_source,
+            e.station,
+            e.line,
+            e.operator,
+            e.provisioned_at,
+            &batch.id,
+            e.device_digest,
+        ])
+        .map_err(csv_err)
+    })?;
+    if seen != batch.count {
+        return Err(count_mismatch(store, batch, seen));
+    }
+    let w = csv
+        .into_inner()
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+    f.sync_all().map_err(&io)
+}
+
+fn write_json(
+    store: &Store,
+    batch: &Batch,
+    keys: Option<&SymmetricKeySource>,
+    fragment: &str,
+    path: &Path,
+) -> Result<()> {
+    let io = file_error(path);
+    // The bulk-operation file holds keys: owner-only.
+    let mut json = create(path, 0o600)?;
+    json.write_all(b"[").map_err(&io)?;
+    let mut body = Vec::with_capacity(8192);
+    let mut in_body = 0usize;
+    let mut bodies = 0usize;
+    let (mut derived, mut derived2) = (String::new(), String::new());
+    let seen = store.for_each_attestation_row(batch.first_seq, batch.last_seq, |e| {
+        if in_body == 0 {
+            body.clear();
+            if bodies > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"\n{\"mode\":\"create\",\"enrollments\":[");
+        } else {
+            body.push(b',');
+        }
+        let att = attestation(e, keys, &mut derived, &mut derived2)?;
+        write_enrollment(&mut body, e.registration_id, &att, fragment);
+        in_body += 1;
+        if in_body == MAX_BULK {
+            body.extend_from_slice(b"]}");
+            json.write_all(&body).map_err(&io)?;
+            in_body = 0;
+            bodies += 1;
+        }
+        Ok(())
+    })?;
+    if in_body > 0 {
+        body.extend_from_slice(b"]}");
+        json.write_all(&body).map_err(&io)?;
+    }
+    json.write_all(b"\n]\n").map_err(&io)?;
+    if seen != batch.count {
+        return Err(count_mismatch(store, batch, seen));
+    }
+    let f = json.into_inner().map_err(|e| io(e.into_error()))?;
+    f.sync_all().map_err(&io)
+}
+
 /// The enrollment's attestation: stored individual keys, or keys re-derived from the group key
 /// the enrollment was provisioned with.
 fn attestation<'a>(
-    e: &'a Enrollment,
+    e: &AttestationRow<'a>,
     keys: Option<&SymmetricKeySource>,
     derived: &'a mut String,
     derived2: &'a mut String,
 ) -> Result<Attestation<'a>> {
-    if let Some(p) = &e.primary_key {
+    if let Some(p) = e.primary_key {
         return Ok(Attestation::SymmetricKey {
-            primary: &p.0,
-            secondary: e.secondary_key.as_ref().map(|s| s.0.as_str()),
+            primary: p,
+            secondary: e.secondary_key,
         });
     }
     let group = keys.and_then(|k| k.primary.as_ref());
-    let enrolled = e.group_key_id.as_deref().unwrap_or("(none)");
+    let enrolled = e.group_key_id.unwrap_or("(none)");
     match group {
         Some(g) if g.id() == enrolled => {
-            *derived = g.derive(&e.registration_id);
+            *derived = g.derive(e.registration_id);
             let secondary = match keys.and_then(|k| k.secondary.as_ref()) {
                 Some(s) => {
-                    *derived2 = s.derive(&e.registration_id);
+                    *derived2 = s.derive(e.registration_id);
                     Some(derived2.as_str())
                 }
                 None => None,
@@ -287,7 +311,7 @@ fn attestation<'a>(
             })
         }
         other => Err(Error::GroupKeyChanged {
-            registration_id: e.registration_id.clone(),
+            registration_id: e.registration_id.to_string(),
             enrolled: enrolled.to_string(),
             configured: other.map_or("(no group key configured)".to_string(), |g| {
                 g.id().to_string()

@@ -423,30 +423,86 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Call `f` for every provisioned enrollment with `first <= export_seq <= last`, in order.
-    pub fn for_each_in_range(
+    /// Call `f` with the traceability columns of every provisioned enrollment with
+    /// `first <= export_seq <= last`, in `export_seq` order, borrowing each row's text (no
+    /// allocation per row). Returns the count.
+    pub fn for_each_trace_row(
         &self,
         first: i64,
         last: i64,
-        mut f: impl FnMut(&Enrollment) -> Result<()>,
-    ) -> Result<()> {
+        mut f: impl FnMut(&TraceRow<'_>) -> Result<()>,
+    ) -> Result<i64> {
+        self.scan_range(
+            "registration_id, device_serial, firmware, model, attestation_type, key_source, \
+             station, line, operator, provisioned_at, device_digest",
+            first,
+            last,
+            |c| {
+                f(&TraceRow {
+                    registration_id: c.text(0)?,
+                    device_serial: c.text(1)?,
+                    firmware: c.text(2)?,
+                    model: c.text(3)?,
+                    attestation_type: c.text(4)?,
+                    key_source: c.text(5)?,
+                    station: c.text(6)?,
+                    line: c.text(7)?,
+                    operator: c.text(8)?,
+                    provisioned_at: c.text(9)?,
+                    device_digest: c.text(10)?,
+                })
+            },
+        )
+    }
+
+    /// Like [`Store::for_each_trace_row`], with the columns the DPS enrollment needs.
+    pub fn for_each_attestation_row(
+        &self,
+        first: i64,
+        last: i64,
+        mut f: impl FnMut(&AttestationRow<'_>) -> Result<()>,
+    ) -> Result<i64> {
+        self.scan_range(
+            "registration_id, attestation_type, primary_key, secondary_key, group_key_id",
+            first,
+            last,
+            |c| {
+                f(&AttestationRow {
+                    registration_id: c.text(0)?,
+                    attestation_type: c.text(1)?,
+                    primary_key: c.opt(2)?,
+                    secondary_key: c.opt(3)?,
+                    group_key_id: c.opt(4)?,
+                })
+            },
+        )
+    }
+
+    fn scan_range(
+        &self,
+        columns: &str,
+        first: i64,
+        last: i64,
+        mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>,
+    ) -> Result<i64> {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {} FROM enrollments e WHERE e.export_seq BETWEEN ?1 AND ?2 ORDER BY e.export_seq",
-                COLUMNS.replace(
-                    "(SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
-     ORDER BY b.first_seq DESC LIMIT 1)",
-                    "NULL"
-                )
+                "SELECT {columns} FROM enrollments WHERE export_seq BETWEEN ?1 AND ?2 ORDER BY export_seq"
             ))
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([first, last]).map_err(|e| self.err(e))?;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let en = from_row(r).map_err(|e| self.err(e))?;
-            f(&en)?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            f(&Cols { row, store: self })?;
+            n += 1;
         }
-        Ok(())
+        Ok(n)
+    }
+
+    /// Another connection to the same database (for a second reader thread).
+    pub fn reopen(&self) -> Result<Store> {
+        Store::open(std::path::Path::new(&self.path))
     }
 
     /// Record a batch covering `first..=last`, unless another export got there first.
@@ -475,6 +531,49 @@ impl Store {
         )
         .map_err(e)?;
         tx.commit().map_err(e)
+    }
+}
+
+/// Traceability columns of an enrollment, borrowed from the database row.
+#[derive(Debug)]
+pub struct TraceRow<'a> {
+    pub registration_id: &'a str,
+    pub device_serial: &'a str,
+    pub firmware: &'a str,
+    pub model: &'a str,
+    pub attestation_type: &'a str,
+    pub key_source: &'a str,
+    pub station: &'a str,
+    pub line: &'a str,
+    pub operator: &'a str,
+    pub provisioned_at: &'a str,
+    pub device_digest: &'a str,
+}
+
+/// What the DPS enrollment of a row needs, borrowed from the database row.
+pub struct AttestationRow<'a> {
+    pub registration_id: &'a str,
+    pub attestation_type: &'a str,
+    pub primary_key: Option<&'a str>,
+    pub secondary_key: Option<&'a str>,
+    pub group_key_id: Option<&'a str>,
+}
+
+struct Cols<'r, 's> {
+    row: &'r Row<'r>,
+    store: &'s Store,
+}
+
+impl<'r> Cols<'r, '_> {
+    fn opt(&self, i: usize) -> Result<Option<&'r str>> {
+        self.row
+            .get_ref(i)
+            .and_then(|v| v.as_str_or_null().map_err(Into::into))
+            .map_err(|e| self.store.err(e))
+    }
+
+    fn text(&self, i: usize) -> Result<&'r str> {
+        self.opt(i).map(|v| v.unwrap_or(""))
     }
 }
 

@@ -12,6 +12,9 @@ pub const STATION: &str = env!("CARGO_BIN_EXE_station");
 pub const GROUP_KEY_FILE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
 
+/// An enrollment row: (registration_id, serial, status, error_code, device_digest).
+pub type Row = (String, String, String, Option<String>, Option<String>);
+
 /// A temporary station: directory, station.toml, database and export dir inside it.
 pub struct StationDir {
     pub dir: tempfile::TempDir,
@@ -64,7 +67,7 @@ impl StationDir {
     }
 
     /// Enrollment rows as (registration_id, serial, status, error_code, device_digest).
-    pub fn rows(&self) -> Vec<(String, String, String, Option<String>, Option<String>)> {
+    pub fn rows(&self) -> Vec<Row> {
         let conn = rusqlite::Connection::open(self.db()).unwrap();
         let mut st = conn
             .prepare("SELECT registration_id, device_serial, status, error_code, device_digest FROM enrollments ORDER BY id")
