@@ -26,6 +26,13 @@ impl Out {
 
     /// Print a progress event.
     pub fn event(&self, e: &Event) {
+        // In text mode, write progress is shown once the write is complete.
+        if !self.json
+            && let Event::Writing { written, total } = e
+            && written < total
+        {
+            return;
+        }
         self.emit(e, || event_text(e));
     }
 

@@ -74,3 +74,155 @@ impl Store {
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attestation::Secret;
+
+    fn new<'a>(id: &'a str, serial: &'a str, key: Option<&'a Secret>) -> NewEnrollment<'a> {
+        NewEnrollment {
+            registration_id: id,
+            device_serial: serial,
+            firmware: "1.0",
+            model: "m",
+            attestation_type: "symmetricKey",
+            key_source: Some("individual"),
+            primary_key: key,
+            secondary_key: None,
+            group_key_id: None,
+            station: "s1",
+            line: "l1",
+            operator: "op",
+        }
+    }
+
+    fn attempt<'a>(id: &'a str, serial: &'a str, passed: bool) -> Attempt<'a> {
+        Attempt {
+            registration_id: Some(id),
+            device_serial: Some(serial),
+            passed,
+            error_code: (!passed).then_some("device.timeout"),
+            message: None,
+            station: "s1",
+            operator: "op",
+            port: "/dev/null",
+            started_at: "2026-01-01T00:00:00Z",
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn opener_migrates_once_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db/station.db");
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), schema::SCHEMA_VERSION);
+        let mode: String = s
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(s);
+        Store::open(&path).unwrap();
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = Store::open(&path).err().unwrap();
+        assert_eq!(e.code(), "store.schema_too_new");
+    }
+
+    #[test]
+    fn lifecycle_pending_failed_provisioned_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let key = Secret("a2V5".into());
+        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        assert_eq!(
+            s.find("DEV-1").unwrap().unwrap().status,
+            Status::Pending,
+            "IDs are case-insensitive"
+        );
+        s.mark_failed(&attempt("dev-1", "SN1", false)).unwrap();
+        let e = s.find("dev-1").unwrap().unwrap();
+        assert_eq!(
+            (e.status, e.error_code.as_deref()),
+            (Status::Failed, Some("device.timeout"))
+        );
+        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        s.mark_provisioned("dev-1", "abcd", &attempt("dev-1", "SN1", true))
+            .unwrap();
+        let e = s.find("dev-1").unwrap().unwrap();
+        assert_eq!((e.status, e.export_seq), (Status::Provisioned, Some(1)));
+        assert_eq!(e.primary_key, Some(key.clone()));
+        // A later failure of the same device never downgrades it.
+        s.mark_failed(&attempt("dev-1", "SN1", false)).unwrap();
+        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        assert_eq!(
+            s.find("dev-1").unwrap().unwrap().status,
+            Status::Provisioned
+        );
+        // Another serial under the same ID is a duplicate.
+        let dup = s.record_pending(&new("dev-1", "SN2", None)).unwrap_err();
+        assert_eq!(dup.code(), "store.duplicate_registration");
+        assert_eq!(
+            s.counts().unwrap(),
+            Counts {
+                pending: 0,
+                provisioned: 1,
+                failed: 0,
+                exported: 0
+            }
+        );
+        s.insert_batch(&Batch {
+            id: "b1".into(),
+            first_seq: 1,
+            last_seq: 1,
+            count: 1,
+            created_at: now(),
+            station: "s1".into(),
+            dps_options: "{}".into(),
+        })
+        .unwrap();
+        let e = s.find("dev-1").unwrap().unwrap();
+        assert_eq!(
+            (e.status, e.batch.as_deref()),
+            (Status::Exported, Some("b1"))
+        );
+        assert_eq!(s.counts().unwrap().exported, 1);
+        assert_eq!(s.attempts("SN1", 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn provisioned_rows_cannot_be_changed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        s.record_pending(&new("dev-1", "SN1", None)).unwrap();
+        s.mark_provisioned("dev-1", "abcd", &attempt("dev-1", "SN1", true))
+            .unwrap();
+        assert!(
+            s.conn
+                .execute("UPDATE enrollments SET device_digest = 'x'", [])
+                .is_err()
+        );
+        assert!(s.conn.execute("DELETE FROM enrollments", []).is_err());
+    }
+
+    #[test]
+    fn overlapping_batches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        let b = |id: &str, first, last| Batch {
+            id: id.into(),
+            first_seq: first,
+            last_seq: last,
+            count: last - first + 1,
+            created_at: now(),
+            station: "s".into(),
+            dps_options: "{}".into(),
+        };
+        s.insert_batch(&b("a", 1, 5)).unwrap();
+        assert!(s.insert_batch(&b("b", 3, 8)).is_err());
+        s.insert_batch(&b("c", 6, 8)).unwrap();
+    }
+}
