@@ -45,6 +45,7 @@ fn link(path: &str, baud: u32) -> Link {
     let timeouts = Timeouts {
         response: Duration::from_millis(500),
         commit: Duration::from_millis(2000),
+        keygen: Duration::from_millis(15000),
     };
     Link::new(Box::new(t), baud, timeouts, 3)
 }

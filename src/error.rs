@@ -128,6 +128,21 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("station CA {path}: {message}")]
+    Ca {
+        code: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{message}")]
+    Csr { code: &'static str, message: String },
+    #[error("registration ID `{registration_id}` is longer than the 64 characters an X.509 subject CN allows")]
+    CnTooLong { registration_id: String },
+    #[error("device {serial} holds a certificate that does not match its enrollment `{registration_id}`; issuing a new one needs permission")]
+    ReissueNotPermitted {
+        serial: String,
+        registration_id: String,
+    },
     #[error("{0}")]
     Usage(String),
 }
@@ -167,6 +182,9 @@ impl Error {
             Error::GroupKeyChanged { .. } => "export.group_key_changed",
             Error::BatchNotFound(_) => "export.batch_not_found",
             Error::File { .. } => "io.file",
+            Error::Ca { code, .. } | Error::Csr { code, .. } => code,
+            Error::CnTooLong { .. } => "x509.cn_too_long",
+            Error::ReissueNotPermitted { .. } => "x509.reissue_not_permitted",
             Error::Usage(_) => "usage",
         }
     }
@@ -231,6 +249,29 @@ impl Error {
             }
             Error::BatchNotFound(_) => "Run `station export --list` to see the batches that exist.",
             Error::File { .. } => "Check the path exists, is writable and the disk is not full.",
+            Error::Ca { code, .. } => match *code {
+                "x509.ca_key_mismatch" => "Point ca_key at the private key of the ca_cert certificate.",
+                "x509.ca_expired" | "x509.ca_validity_short" | "x509.ca_not_yet_valid" => {
+                    "Install a CA certificate valid for longer than the device certificates (or lower validity_days)."
+                }
+                "x509.ca_not_ca" | "x509.ca_no_keycertsign" => {
+                    "ca_cert must be a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign)."
+                }
+                "x509.chain_invalid" => "List the chain in order, each certificate signed by the next, up to the root.",
+                _ => "Check the [attestation.x509] paths; `station ca init --dev DIR` makes a development CA.",
+            },
+            Error::Csr { code, .. } => match *code {
+                "x509.mint_failed" | "x509.ca_validity_short" => {
+                    "The station could not issue the certificate; call an engineer."
+                }
+                _ => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
+            },
+            Error::CnTooLong { .. } => {
+                "Shorten the [registration] template so IDs fit in 64 characters."
+            }
+            Error::ReissueNotPermitted { .. } => {
+                "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate."
+            }
             Error::Usage(_) => "Run `station help` for the commands and their options.",
         }
     }
@@ -241,6 +282,7 @@ impl Error {
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid { .. }
             | Error::Secret { .. }
+            | Error::Ca { .. }
             | Error::Usage(_) => ExitClass::Usage,
             Error::PortUnavailable { .. }
             | Error::NoFixture { .. }

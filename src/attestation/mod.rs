@@ -7,6 +7,7 @@
 
 pub mod registration_id;
 pub mod symmetric;
+pub mod x509;
 
 use crate::config::{Config, SymmetricKeys};
 use crate::device::protocol::{CredentialType, RecordId};
@@ -18,6 +19,8 @@ use crate::store::Enrollment;
 pub enum AttestationKind {
     #[serde(rename = "symmetricKey")]
     SymmetricKey,
+    #[serde(rename = "x509")]
+    X509,
 }
 
 impl AttestationKind {
@@ -25,12 +28,17 @@ impl AttestationKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AttestationKind::SymmetricKey => "symmetricKey",
+            AttestationKind::X509 => "x509",
         }
     }
 
     /// Parse the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        (s == "symmetricKey").then_some(AttestationKind::SymmetricKey)
+        match s {
+            "symmetricKey" => Some(AttestationKind::SymmetricKey),
+            "x509" => Some(AttestationKind::X509),
+            _ => None,
+        }
     }
 }
 
@@ -44,9 +52,16 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Secret bytes whose `Debug` never shows them.
+/// Secret bytes whose `Debug` never shows them, zeroized when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretBytes(pub Vec<u8>);
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.0.zeroize();
+    }
+}
 
 impl std::fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,8 +82,18 @@ pub struct Credential {
     pub stored_secondary: Option<Secret>,
     /// Fingerprint of the group key a derived key came from.
     pub group_key_id: Option<String>,
-    /// A short non-secret fingerprint shown to the operator (SHA-256 prefix of the device key).
+    /// A short non-secret fingerprint shown to the operator (SHA-256 prefix of the device key,
+    /// or of the certificate).
     pub fingerprint: String,
+    /// The minted device certificate (X.509).
+    pub certificate: Option<x509::Minted>,
+}
+
+/// What a credential source may ask of the device in the fixture.
+pub trait DeviceOps {
+    /// Have the device generate a key pair (kept until COMMIT) and return a PKCS#10 CSR (DER)
+    /// with `common_name` as its subject CN.
+    fn generate_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>>;
 }
 
 /// One attestation kind's way of obtaining a device credential.
@@ -77,7 +102,25 @@ pub trait CredentialSource: Send {
     fn kind(&self) -> AttestationKind;
     /// The credential for `registration_id`; `existing` is the device's enrollment, if any, so
     /// that a re-run reuses what DPS already has.
-    fn obtain(&self, registration_id: &str, existing: Option<&Enrollment>) -> Result<Credential>;
+    fn obtain(
+        &self,
+        registration_id: &str,
+        existing: Option<&Enrollment>,
+        device: &mut dyn DeviceOps,
+    ) -> Result<Credential>;
+
+    /// Whether `existing` (a provisioned enrollment) is still good enough to keep when the
+    /// device holds it (e.g. its certificate is from this CA and unexpired).
+    fn still_valid(&self, existing: &Enrollment) -> bool;
+
+    /// Whether [`CredentialSource::obtain`] gives a provisioned enrollment the same credential
+    /// again (symmetric keys) rather than a new one (certificates: a re-issue).
+    fn reproducible(&self) -> bool;
+
+    /// Warnings an engineer should see (e.g. a CA key readable by others).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Build the credential source `[attestation]` asks for.
@@ -92,6 +135,78 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
             let keys = symmetric::SymmetricKeySource::load(section, |p| config.resolve(p))?;
             Ok(Box::new(keys))
         }
+        crate::config::AttestationMode::X509 => {
+            let section = config
+                .attestation
+                .x509
+                .as_ref()
+                .ok_or_else(|| Error::Usage("[attestation.x509] is missing".into()))?;
+            Ok(Box::new(x509::StationCa::load(section, |p| config.resolve(p))?))
+        }
+    }
+}
+
+impl CredentialSource for x509::StationCa {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::X509
+    }
+
+    fn obtain(
+        &self,
+        registration_id: &str,
+        _existing: Option<&Enrollment>,
+        device: &mut dyn DeviceOps,
+    ) -> Result<Credential> {
+        if registration_id.len() > x509::MAX_CN {
+            return Err(Error::CnTooLong {
+                registration_id: registration_id.to_string(),
+            });
+        }
+        let (minted, cred_type, key) = match self.key_source {
+            crate::config::X509KeySource::Device => {
+                let csr = device.generate_csr(self.key_type.code(), registration_id)?;
+                (self.mint_from_csr(&csr, registration_id)?, CredentialType::X509DeviceKey, None)
+            }
+            crate::config::X509KeySource::Station => {
+                let (m, key) = self.mint_with_key(registration_id)?;
+                (m, CredentialType::X509StationKey, Some(key))
+            }
+        };
+        let mut records = vec![
+            (RecordId::CredentialType, SecretBytes(vec![cred_type as u8])),
+            (RecordId::Credential, SecretBytes(minted.chain_pem.clone().into_bytes())),
+        ];
+        if let Some(key) = key {
+            records.push((RecordId::PrivateKey, key));
+        }
+        Ok(Credential {
+            kind: AttestationKind::X509,
+            key_source: match self.key_source {
+                crate::config::X509KeySource::Device => "device",
+                crate::config::X509KeySource::Station => "station",
+            },
+            records,
+            stored_primary: None,
+            stored_secondary: None,
+            group_key_id: None,
+            fingerprint: minted.thumbprint[..8].to_string(),
+            certificate: Some(minted),
+        })
+    }
+
+    fn still_valid(&self, existing: &Enrollment) -> bool {
+        existing
+            .certificate
+            .as_deref()
+            .is_some_and(|pem| self.issued(pem))
+    }
+
+    fn reproducible(&self) -> bool {
+        false
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 }
 
@@ -106,7 +221,12 @@ impl CredentialSource for symmetric::SymmetricKeySource {
         AttestationKind::SymmetricKey
     }
 
-    fn obtain(&self, registration_id: &str, existing: Option<&Enrollment>) -> Result<Credential> {
+    fn obtain(
+        &self,
+        registration_id: &str,
+        existing: Option<&Enrollment>,
+        _device: &mut dyn DeviceOps,
+    ) -> Result<Credential> {
         let (primary, secondary, stored, group_key_id) = match self.mode {
             SymmetricKeys::GroupDerived => {
                 let group = self
@@ -160,6 +280,20 @@ impl CredentialSource for symmetric::SymmetricKeySource {
             stored_secondary: if stored { secondary.map(Secret) } else { None },
             group_key_id,
             fingerprint,
+            certificate: None,
         })
+    }
+
+    fn still_valid(&self, existing: &Enrollment) -> bool {
+        // A derived key is still right if it came from the configured group key.
+        existing.primary_key.is_some()
+            || self
+                .primary
+                .as_ref()
+                .is_some_and(|g| existing.group_key_id.as_deref() == Some(g.id()))
+    }
+
+    fn reproducible(&self) -> bool {
+        true
     }
 }

@@ -50,6 +50,9 @@ pub struct ProvisionArgs {
     /// Permit replacing an identity a device already holds (irreversible).
     #[arg(long)]
     pub allow_overwrite: bool,
+    /// Permit issuing a new certificate to a device whose enrollment has a valid one.
+    #[arg(long)]
+    pub allow_reissue: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,7 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
         operator: a.operator.clone(),
         permissions: Permissions {
             overwrite_identity: a.allow_overwrite,
+            reissue_certificate: a.allow_reissue,
         },
     };
     let (mut passed, mut failed) = (0u32, 0u32);

@@ -116,6 +116,7 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
         ));
     }
     match c.attestation.mode {
+        AttestationMode::X509 => {}
         AttestationMode::Symmetric => {
             let Some(s) = &c.attestation.symmetric else {
                 return Err(bad(
@@ -132,6 +133,23 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
                     "\"group-derived\" keys need group_key_file or group_key_env",
                 ));
             }
+        }
+    }
+    if c.attestation.mode == AttestationMode::X509 {
+        match &c.attestation.x509 {
+            None => {
+                return Err(bad(
+                    "attestation.mode",
+                    "mode \"x509\" needs an [attestation.x509] section",
+                ));
+            }
+            Some(x) if x.validity_days == 0 || x.validity_days > 36_500 => {
+                return Err(bad(
+                    "attestation.x509.validity_days",
+                    "expected a number of days from 1 to 36500",
+                ));
+            }
+            Some(_) => {}
         }
     }
     let port = c.serial.port.as_str();

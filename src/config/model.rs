@@ -145,6 +145,8 @@ pub struct AttestationSection {
     pub mode: AttestationMode,
     #[serde(default)]
     pub symmetric: Option<SymmetricSection>,
+    #[serde(default)]
+    pub x509: Option<X509Section>,
 }
 
 /// The attestation kind.
@@ -152,6 +154,51 @@ pub struct AttestationSection {
 #[serde(rename_all = "lowercase")]
 pub enum AttestationMode {
     Symmetric,
+    X509,
+}
+
+/// `[attestation.x509]`: the station's issuing CA and the device certificate profile.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509Section {
+    /// Issuing (intermediate) CA certificate, PEM.
+    pub ca_cert: PathBuf,
+    /// Its private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    pub ca_key: PathBuf,
+    /// Certificates above the issuing CA, up to the root, PEM.
+    #[serde(default)]
+    pub chain: Vec<PathBuf>,
+    #[serde(default)]
+    pub key_source: X509KeySource,
+    #[serde(default)]
+    pub key_type: X509KeyType,
+    #[serde(default = "default_validity_days")]
+    pub validity_days: u32,
+}
+
+fn default_validity_days() -> u32 {
+    3650
+}
+
+/// Where a device's private key is generated.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum X509KeySource {
+    /// On the device, which returns a CSR: the key never crosses the wire.
+    #[default]
+    Device,
+    /// On the station, which writes key and chain to the device and forgets the key.
+    Station,
+}
+
+/// Device key algorithm.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum X509KeyType {
+    #[default]
+    P256,
+    P384,
+    Rsa2048,
 }
 
 /// `[attestation.symmetric]`.
@@ -202,6 +249,9 @@ pub struct SerialSection {
     /// Extra time allowed for COMMIT (flash writes).
     #[serde(default = "default_commit_timeout")]
     pub commit_timeout_ms: u64,
+    /// Extra time allowed for GEN_CSR (key generation on the device).
+    #[serde(default = "default_keygen_timeout")]
+    pub keygen_timeout_ms: u64,
     /// How often a request is re-sent after a timeout or a corrupt answer.
     #[serde(default = "default_retries")]
     pub retries: u32,
@@ -218,6 +268,7 @@ impl Default for SerialSection {
             baud: default_baud(),
             response_timeout_ms: default_response_timeout(),
             commit_timeout_ms: default_commit_timeout(),
+            keygen_timeout_ms: default_keygen_timeout(),
             retries: default_retries(),
             next_device_timeout_s: default_next_device_timeout(),
         }
@@ -235,6 +286,9 @@ fn default_response_timeout() -> u64 {
 }
 fn default_commit_timeout() -> u64 {
     2_000
+}
+fn default_keygen_timeout() -> u64 {
+    15_000
 }
 fn default_retries() -> u32 {
     3

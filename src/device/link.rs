@@ -78,10 +78,10 @@ impl Link {
         let command = req.name();
         self.tx.clear();
         frame::encode_into(req.kind(), seq, &req.encode_body(), &mut self.tx);
-        let base = if req.kind() == kind::COMMIT {
-            self.timeouts.commit
-        } else {
-            self.timeouts.response
+        let base = match req.kind() {
+            kind::COMMIT => self.timeouts.commit,
+            kind::GEN_CSR => self.timeouts.keygen,
+            _ => self.timeouts.response,
         };
         let timeout = base + self.line_time(self.tx.len() + MAX_RESPONSE_WIRE);
         let attempts = self.retries + 1;
@@ -272,6 +272,16 @@ impl Link {
         }
     }
 
+    /// GEN_CSR: the device generates a key pair (kept staged until COMMIT) and returns a
+    /// PKCS#10 CSR (DER) with `common_name` as subject CN.
+    pub fn gen_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>> {
+        let f = self.request(&Request::GenCsr {
+            key_type,
+            common_name: common_name.to_string(),
+        })?;
+        Ok(f.body)
+    }
+
     /// RESET: end of cycle; the device reboots into its new identity.
     pub fn reset(&mut self) -> Result<()> {
         self.request(&Request::Reset).map(|_| ())
@@ -298,5 +308,11 @@ fn nak_error(command: &'static str, body: &[u8]) -> Error {
         code,
         reason: NakCode::describe(code),
         detail,
+    }
+}
+
+impl crate::attestation::DeviceOps for Link {
+    fn generate_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>> {
+        self.gen_csr(key_type, common_name)
     }
 }

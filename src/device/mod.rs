@@ -73,6 +73,7 @@ pub fn connect(config: &Config, port_override: Option<&str>) -> Result<Fixture> 
     let timeouts = protocol::Timeouts {
         response: Duration::from_millis(config.serial.response_timeout_ms),
         commit: Duration::from_millis(config.serial.commit_timeout_ms),
+        keygen: Duration::from_millis(config.serial.keygen_timeout_ms),
     };
     Ok(Fixture {
         link: link::Link::new(Box::new(transport), baud, timeouts, config.serial.retries),

@@ -26,7 +26,7 @@ pub mod kind {
     pub const READ_DIGEST: u8 = 0x04;
     pub const READ_RECORD: u8 = 0x05;
     pub const RESET: u8 = 0x06;
-    /// Reserved for later versions: device-side key generation and CSR.
+    /// Device-side key generation; answers with a CSR.
     pub const GEN_CSR: u8 = 0x07;
     /// Reserved: report TPM endorsement key.
     pub const READ_EK: u8 = 0x08;
@@ -62,6 +62,7 @@ pub enum RecordId {
     CredentialType = 0x04,
     Credential = 0x05,
     CredentialSecondary = 0x06,
+    PrivateKey = 0x07,
 }
 
 impl RecordId {
@@ -82,13 +83,17 @@ impl RecordId {
             0x04 => RecordId::CredentialType,
             0x05 => RecordId::Credential,
             0x06 => RecordId::CredentialSecondary,
+            0x07 => RecordId::PrivateKey,
             _ => return None,
         })
     }
 
     /// Whether the device may return this record through READ_RECORD (secrets never).
     pub fn readable(self) -> bool {
-        !matches!(self, RecordId::Credential | RecordId::CredentialSecondary)
+        !matches!(
+            self,
+            RecordId::Credential | RecordId::CredentialSecondary | RecordId::PrivateKey
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -99,6 +104,7 @@ impl RecordId {
             RecordId::CredentialType => "credential-type",
             RecordId::Credential => "credential",
             RecordId::CredentialSecondary => "credential-secondary",
+            RecordId::PrivateKey => "private-key",
         }
     }
 }
@@ -109,6 +115,10 @@ impl RecordId {
 pub enum CredentialType {
     /// Base64 symmetric key, as the Azure SDKs take it.
     SymmetricKey = 1,
+    /// X.509 certificate chain (PEM); the key was generated on the device by GEN_CSR.
+    X509DeviceKey = 2,
+    /// X.509 certificate chain (PEM) and its private key in record 0x07 (PKCS#8 DER).
+    X509StationKey = 3,
 }
 
 /// NAK reasons.
@@ -175,6 +185,8 @@ impl NakCode {
 pub struct Timeouts {
     pub response: Duration,
     pub commit: Duration,
+    /// GEN_CSR: key generation on a microcontroller can take seconds (RSA).
+    pub keygen: Duration,
 }
 
 /// What the device says about itself in its HELLO response.
@@ -217,6 +229,10 @@ pub enum Request {
         record: u8,
     },
     Reset,
+    GenCsr {
+        key_type: u8,
+        common_name: String,
+    },
 }
 
 impl Request {
@@ -228,6 +244,7 @@ impl Request {
             Request::ReadDigest => kind::READ_DIGEST,
             Request::ReadRecord { .. } => kind::READ_RECORD,
             Request::Reset => kind::RESET,
+            Request::GenCsr { .. } => kind::GEN_CSR,
         }
     }
 
@@ -255,6 +272,14 @@ impl Request {
             Request::Commit { flags } => vec![*flags],
             Request::ReadDigest | Request::Reset => Vec::new(),
             Request::ReadRecord { record } => vec![*record],
+            Request::GenCsr {
+                key_type,
+                common_name,
+            } => {
+                let mut b = vec![*key_type];
+                b.extend_from_slice(common_name.as_bytes());
+                b
+            }
         }
     }
 
@@ -275,6 +300,10 @@ impl Request {
             (kind::READ_DIGEST, 0) => Request::ReadDigest,
             (kind::READ_RECORD, 1) => Request::ReadRecord { record: body[0] },
             (kind::RESET, 0) => Request::Reset,
+            (kind::GEN_CSR, n) if n >= 2 => Request::GenCsr {
+                key_type: body[0],
+                common_name: String::from_utf8(body[1..].to_vec()).ok()?,
+            },
             _ => return None,
         })
     }
@@ -289,6 +318,7 @@ pub fn command_name(k: u8) -> &'static str {
         kind::READ_DIGEST => "READ_DIGEST",
         kind::READ_RECORD => "READ_RECORD",
         kind::RESET => "RESET",
+        kind::GEN_CSR => "GEN_CSR",
         _ => "UNKNOWN",
     }
 }
@@ -384,6 +414,7 @@ mod tests {
             Request::ReadDigest,
             Request::ReadRecord { record: 3 },
             Request::Reset,
+            Request::GenCsr { key_type: 1, common_name: "sn-1".into() },
         ] {
             assert_eq!(Request::decode(r.kind(), &r.encode_body()), Some(r.clone()));
         }

@@ -11,7 +11,7 @@
 
 use super::frame::{self, Decoder};
 use super::protocol::{
-    self, DeviceInfo, NakCode, RecordId, Request, capability, commit_flag, kind,
+    self, CredentialType, DeviceInfo, NakCode, RecordId, Request, capability, commit_flag, kind,
 };
 use serde::{Deserialize, Serialize};
 use serialport::SerialPort;
@@ -44,6 +44,12 @@ pub struct Faults {
     pub provisioned_as: Option<String>,
     /// The device stores a corrupted credential (its digest will not match).
     pub bad_storage: bool,
+    /// GEN_CSR answers with a CSR whose signature is broken.
+    pub csr_tamper: bool,
+    /// GEN_CSR puts this CN in the CSR instead of the one asked for.
+    pub csr_cn: Option<String>,
+    /// GEN_CSR makes a key of this type instead (`ed25519`, `p256`, `p384`, `rsa2048`).
+    pub csr_key: Option<String>,
 }
 
 impl Faults {
@@ -68,8 +74,9 @@ impl Faults {
                 Some("read-digest") | Some("digest") => Ok(kind::READ_DIGEST),
                 Some("read-record") => Ok(kind::READ_RECORD),
                 Some("reset") => Ok(kind::RESET),
+                Some("gen-csr") => Ok(kind::GEN_CSR),
                 Some(o) => Err(format!(
-                    "unknown command `{o}` in fault `{spec}`; use hello, write, commit, read-digest, read-record or reset"
+                    "unknown command `{o}` in fault `{spec}`; use hello, write, commit, read-digest, read-record, gen-csr or reset"
                 )),
             }
         };
@@ -97,9 +104,21 @@ impl Faults {
                 )
             }
             "bad-storage" => self.bad_storage = true,
+            "csr-tamper" => self.csr_tamper = true,
+            "csr-cn" => {
+                self.csr_cn = Some(
+                    a.filter(|s| !s.is_empty())
+                        .ok_or_else(|| format!("fault `{spec}` needs a CN"))?
+                        .to_string(),
+                )
+            }
+            "csr-key" => match a {
+                Some(k @ ("ed25519" | "p256" | "p384" | "rsa2048")) => self.csr_key = Some(k.to_string()),
+                _ => return Err(format!("fault `{spec}`: use csr-key:ed25519, p256, p384 or rsa2048")),
+            },
             _ => {
                 return Err(format!(
-                    "unknown fault `{spec}`; use noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD], nak:CMD[:CODE], provisioned:ID, bad-storage"
+                    "unknown fault `{spec}`; use noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD], nak:CMD[:CODE], provisioned:ID, bad-storage, csr-tamper, csr-cn:CN, csr-key:TYPE"
                 ));
             }
         }
@@ -155,6 +174,10 @@ pub struct Flash {
     /// Hex SHA-256 of the committed records, as reported by READ_DIGEST.
     pub digest: String,
     pub commits: u32,
+    /// The device-generated private key (PKCS#8 DER, hex), kept outside the records: it is
+    /// never read out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
 }
 
 impl Flash {
@@ -192,6 +215,7 @@ struct Device {
     flash: Flash,
     committed: BTreeMap<u8, Vec<u8>>,
     staged: BTreeMap<u8, Staged>,
+    staged_key: Option<Vec<u8>>,
     session: bool,
     last: Option<(u8, u8, Vec<u8>, Vec<u8>)>, // seq, kind, request body, response wire
     stalled: bool,
@@ -449,6 +473,7 @@ fn power_on(config: &SimConfig, number: u32) -> io::Result<Device> {
         flash,
         committed,
         staged: BTreeMap::new(),
+        staged_key: None,
         session: false,
         last: None,
         stalled: false,
@@ -557,10 +582,11 @@ fn respond(
             }
             d.session = true;
             d.staged.clear();
+            d.staged_key = None;
             let info = DeviceInfo {
                 version: protocol::VERSION_MAX.min(*max),
                 max_body: config.max_body,
-                capabilities: capability::SYMMETRIC_KEY,
+                capabilities: capability::SYMMETRIC_KEY | capability::X509_CHAIN | capability::CSR,
                 provisioned: !d.committed.is_empty(),
                 serial: d.serial.clone(),
                 firmware: d.flash.firmware.clone(),
@@ -611,7 +637,19 @@ fn respond(
                     .get(&(*r as u8))
                     .is_some_and(|s| s.data.len() == s.total)
             }) && d.staged.values().all(|s| s.data.len() == s.total);
-            if !complete {
+            let cred_type = d
+                .staged
+                .get(&(RecordId::CredentialType as u8))
+                .and_then(|s| s.data.first().copied());
+            let key_ok = match cred_type {
+                Some(t) if t == CredentialType::X509DeviceKey as u8 => d.staged_key.is_some(),
+                Some(t) if t == CredentialType::X509StationKey as u8 => {
+                    d.staged.contains_key(&(RecordId::PrivateKey as u8))
+                }
+                Some(t) => t == CredentialType::SymmetricKey as u8,
+                None => false,
+            };
+            if !complete || !key_ok {
                 return (nak(seq, NakCode::Incomplete, b""), false);
             }
             let new: BTreeMap<u8, Vec<u8>> =
@@ -631,7 +669,13 @@ fn respond(
                 *b ^= 0x01;
             }
             let path = Flash::path(&config.flash_dir, &d.serial);
+            let previous_key = d.flash.device_key.clone();
+            d.flash.device_key = match cred_type {
+                Some(t) if t == CredentialType::X509DeviceKey as u8 => d.staged_key.as_deref().map(protocol::hex),
+                _ => None,
+            };
             if store(&path, &mut d.flash, &stored).is_err() {
+                d.flash.device_key = previous_key;
                 return (
                     nak(seq, NakCode::StorageFailure, b"flash write failed"),
                     false,
@@ -639,6 +683,7 @@ fn respond(
             }
             d.committed = stored;
             d.staged.clear();
+            d.staged_key = None;
             let mut body = vec![1];
             body.extend_from_slice(&digest_of(&d.committed));
             (ok(&body), false)
@@ -664,5 +709,40 @@ fn respond(
             d.session = false;
             (ok(&[]), true)
         }
+        Request::GenCsr { key_type, common_name } => match make_csr(*key_type, common_name, faults) {
+            Ok((csr, key)) => {
+                d.staged_key = Some(key);
+                (ok(&csr), false)
+            }
+            Err(code) => (nak(seq, code, b""), false),
+        },
     }
+}
+
+/// What a device does on GEN_CSR: generate a key of the asked type, sign a CSR with CN =
+/// `common_name`. Faults can change the key type, the CN, or break the signature.
+fn make_csr(key_type: u8, common_name: &str, faults: &Faults) -> Result<(Vec<u8>, Vec<u8>), NakCode> {
+    use crate::config::X509KeyType;
+    let key = match faults.csr_key.as_deref() {
+        Some("ed25519") => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        Some("p256") => X509KeyType::P256.generate(),
+        Some("p384") => X509KeyType::P384.generate(),
+        Some("rsa2048") => X509KeyType::Rsa2048.generate(),
+        _ => X509KeyType::from_code(key_type)
+            .ok_or(NakCode::BadRecord)?
+            .generate(),
+    }
+    .map_err(|_| NakCode::StorageFailure)?;
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, faults.csr_cn.as_deref().unwrap_or(common_name));
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(|_| NakCode::StorageFailure)?;
+    let mut der = csr.der().to_vec();
+    if faults.csr_tamper
+        && let Some(b) = der.last_mut()
+    {
+        *b ^= 0x01;
+    }
+    Ok((der, key.serialize_der()))
 }

@@ -102,12 +102,15 @@ pub enum Attestation<'a> {
         primary: &'a str,
         secondary: Option<&'a str>,
     },
+    /// The device certificate (PEM), as `clientCertificates.primary.certificate`.
+    X509 { certificate: &'a str },
 }
 
 impl Attestation<'_> {
     pub fn kind(&self) -> AttestationKind {
         match self {
             Attestation::SymmetricKey { .. } => AttestationKind::SymmetricKey,
+            Attestation::X509 { .. } => AttestationKind::X509,
         }
     }
 }
@@ -143,6 +146,11 @@ pub fn write_enrollment(
                 },
             )
             .expect("keys serialise");
+        }
+        Attestation::X509 { certificate } => {
+            out.extend_from_slice(b",\"x509\":{\"clientCertificates\":{\"primary\":{\"certificate\":");
+            serde_json::to_writer(&mut *out, certificate).expect("string serialises");
+            out.extend_from_slice(b"}}}");
         }
     }
     out.extend_from_slice(b"}");

@@ -8,6 +8,7 @@
 
 use super::MAX_BULK;
 use super::enrollment::{Attestation, DpsOptions, write_enrollment};
+use crate::attestation::AttestationKind;
 use crate::attestation::symmetric::SymmetricKeySource;
 use crate::error::{Error, Result};
 use crate::store::{AttestationRow, Batch, Store, now};
@@ -28,7 +29,7 @@ pub struct ExportSummary {
 }
 
 /// The CSV header, in column order.
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 16] = [
     "registration_id",
     "device_serial",
     "firmware",
@@ -41,6 +42,10 @@ pub const CSV_HEADER: [&str; 12] = [
     "provisioned_at",
     "batch",
     "device_digest",
+    "cert_serial",
+    "cert_thumbprint",
+    "cert_not_before",
+    "cert_not_after",
 ];
 
 /// Export every provisioned enrollment not yet in a batch. `None` when there is nothing new.
@@ -218,6 +223,10 @@ fn write_csv(store: &Store, batch: &Batch, path: &Path) -> Result<()> {
             e.provisioned_at,
             &batch.id,
             e.device_digest,
+            e.cert_serial,
+            e.cert_thumbprint,
+            e.cert_not_before,
+            e.cert_not_after,
         ])
         .map_err(csv_err)
     })?;
@@ -279,14 +288,23 @@ fn write_json(
     f.sync_all().map_err(&io)
 }
 
-/// The enrollment's attestation: stored individual keys, or keys re-derived from the group key
-/// the enrollment was provisioned with.
+/// The enrollment's attestation: its certificate, its stored individual keys, or keys
+/// re-derived from the group key the enrollment was provisioned with.
 fn attestation<'a>(
     e: &AttestationRow<'a>,
     keys: Option<&SymmetricKeySource>,
     derived: &'a mut String,
     derived2: &'a mut String,
 ) -> Result<Attestation<'a>> {
+    if e.attestation_type == AttestationKind::X509.as_str() {
+        return e
+            .certificate
+            .map(|certificate| Attestation::X509 { certificate })
+            .ok_or_else(|| Error::Database {
+                path: String::new(),
+                message: format!("x509 enrollment `{}` has no certificate", e.registration_id),
+            });
+    }
     if let Some(p) = e.primary_key {
         return Ok(Attestation::SymmetricKey {
             primary: p,

@@ -61,6 +61,12 @@ pub struct Enrollment {
     #[serde(skip)]
     pub secondary_key: Option<Secret>,
     pub group_key_id: Option<String>,
+    /// X.509: the device certificate (PEM).
+    pub certificate: Option<String>,
+    pub cert_serial: Option<String>,
+    pub cert_thumbprint: Option<String>,
+    pub cert_not_before: Option<String>,
+    pub cert_not_after: Option<String>,
     pub device_digest: Option<String>,
     pub status: Status,
     pub error_code: Option<String>,
@@ -86,9 +92,13 @@ pub struct NewEnrollment<'a> {
     pub primary_key: Option<&'a Secret>,
     pub secondary_key: Option<&'a Secret>,
     pub group_key_id: Option<&'a str>,
+    pub certificate: Option<&'a crate::attestation::x509::Minted>,
     pub station: &'a str,
     pub line: &'a str,
     pub operator: &'a str,
+    /// Replace a provisioned enrollment (a re-issued certificate): its current version is
+    /// kept in `superseded_enrollments`.
+    pub supersede: bool,
 }
 
 /// One provisioning attempt, passed or failed.
@@ -128,43 +138,59 @@ pub struct Counts {
 }
 
 const COLUMNS: &str = "e.registration_id, e.device_serial, e.firmware, e.model, e.attestation_type, \
-    e.key_source, e.primary_key, e.secondary_key, e.group_key_id, e.device_digest, e.status, \
+    e.key_source, e.primary_key, e.secondary_key, e.group_key_id, e.public_material, e.cert_serial, \
+    e.cert_thumbprint, e.cert_not_before, e.cert_not_after, e.device_digest, e.status, \
     e.error_code, e.station, e.line, e.operator, e.created_at, e.updated_at, e.provisioned_at, \
     e.export_seq, \
     (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
-     ORDER BY b.first_seq DESC LIMIT 1)";
+     ORDER BY b.first_seq DESC LIMIT 1) AS batch_id";
 
 /// Map a row selected with [`COLUMNS`].
 pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
-    let status: String = r.get(10)?;
-    let batch: Option<String> = r.get(19)?;
+    let status: String = r.get("status")?;
+    let batch: Option<String> = r.get("batch_id")?;
     let mut status = Status::parse(&status).unwrap_or(Status::Failed);
     if batch.is_some() {
         status = Status::Exported;
     }
     Ok(Enrollment {
-        registration_id: r.get(0)?,
-        device_serial: r.get(1)?,
-        firmware: r.get(2)?,
-        model: r.get(3)?,
-        attestation_type: r.get(4)?,
-        key_source: r.get(5)?,
-        primary_key: r.get::<_, Option<String>>(6)?.map(Secret),
-        secondary_key: r.get::<_, Option<String>>(7)?.map(Secret),
-        group_key_id: r.get(8)?,
-        device_digest: r.get(9)?,
+        registration_id: r.get("registration_id")?,
+        device_serial: r.get("device_serial")?,
+        firmware: r.get("firmware")?,
+        model: r.get("model")?,
+        attestation_type: r.get("attestation_type")?,
+        key_source: r.get("key_source")?,
+        primary_key: r.get::<_, Option<String>>("primary_key")?.map(Secret),
+        secondary_key: r.get::<_, Option<String>>("secondary_key")?.map(Secret),
+        group_key_id: r.get("group_key_id")?,
+        certificate: r.get("public_material")?,
+        cert_serial: r.get("cert_serial")?,
+        cert_thumbprint: r.get("cert_thumbprint")?,
+        cert_not_before: r.get("cert_not_before")?,
+        cert_not_after: r.get("cert_not_after")?,
+        device_digest: r.get("device_digest")?,
         status,
-        error_code: r.get(11)?,
-        station: r.get(12)?,
-        line: r.get(13)?,
-        operator: r.get(14)?,
-        created_at: r.get(15)?,
-        updated_at: r.get(16)?,
-        provisioned_at: r.get(17)?,
-        export_seq: r.get(18)?,
+        error_code: r.get("error_code")?,
+        station: r.get("station")?,
+        line: r.get("line")?,
+        operator: r.get("operator")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+        provisioned_at: r.get("provisioned_at")?,
+        export_seq: r.get("export_seq")?,
         batch,
     })
 }
+
+/// Columns kept when a provisioned enrollment is superseded.
+const SUPERSEDED_COLUMNS: &str = "registration_id, device_serial, firmware, model, attestation_type, \
+    key_source, primary_key, secondary_key, group_key_id, public_material, device_digest, station, \
+    line, operator, created_at, provisioned_at, export_seq, cert_serial, cert_thumbprint, \
+    cert_not_before, cert_not_after";
+
+/// The next `export_seq`: one past the highest ever assigned (current or superseded).
+const NEXT_SEQ: &str = "(SELECT MAX(m) + 1 FROM (SELECT COALESCE(MAX(export_seq), 0) AS m FROM enrollments \
+    UNION ALL SELECT COALESCE(MAX(export_seq), 0) FROM superseded_enrollments))";
 
 impl Store {
     /// The enrollment for `registration_id` (case-insensitive), if any.
@@ -206,21 +232,43 @@ impl Store {
                 });
             }
             if status == "provisioned" {
-                return Ok(());
+                if !new.supersede {
+                    return Ok(());
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO superseded_enrollments ({SUPERSEDED_COLUMNS}, superseded_at) \
+                         SELECT {SUPERSEDED_COLUMNS}, ?2 FROM enrollments WHERE registration_id = ?1"
+                    ),
+                    params![new.registration_id, now()],
+                )
+                .map_err(|e| Error::from(e).in_database(&path))?;
+                tx.execute(
+                    "UPDATE enrollments SET status = 'pending', export_seq = NULL, provisioned_at = NULL \
+                     WHERE registration_id = ?1",
+                    [new.registration_id],
+                )
+                .map_err(|e| Error::from(e).in_database(&path))?;
             }
         }
         let t = now();
+        let cert = new.certificate;
         tx.execute(
             "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
                 attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
-                station, line, operator, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?13) \
+                station, line, operator, created_at, updated_at, public_material, cert_serial, \
+                cert_thumbprint, cert_not_before, cert_not_after) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?13, ?14, ?15, \
+                ?16, ?17, ?18) \
              ON CONFLICT (registration_id) DO UPDATE SET firmware = excluded.firmware, \
                 model = excluded.model, attestation_type = excluded.attestation_type, \
                 key_source = excluded.key_source, primary_key = excluded.primary_key, \
                 secondary_key = excluded.secondary_key, group_key_id = excluded.group_key_id, \
                 status = 'pending', error_code = NULL, station = excluded.station, \
-                line = excluded.line, operator = excluded.operator, updated_at = excluded.updated_at",
+                line = excluded.line, operator = excluded.operator, updated_at = excluded.updated_at, \
+                public_material = excluded.public_material, cert_serial = excluded.cert_serial, \
+                cert_thumbprint = excluded.cert_thumbprint, cert_not_before = excluded.cert_not_before, \
+                cert_not_after = excluded.cert_not_after",
             params![
                 new.registration_id,
                 new.device_serial,
@@ -235,6 +283,11 @@ impl Store {
                 new.line,
                 new.operator,
                 t,
+                cert.map(|c| c.pem.as_str()),
+                cert.map(|c| c.serial.as_str()),
+                cert.map(|c| c.thumbprint.as_str()),
+                cert.map(|c| c.not_before.as_str()),
+                cert.map(|c| c.not_after.as_str()),
             ],
         )
         .map_err(|e| Error::from(e).in_database(&path))?;
@@ -257,10 +310,9 @@ impl Store {
             .map_err(e)?;
         let t = now();
         tx.execute(
-            "UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
-                updated_at = ?3, provisioned_at = ?3, \
-                export_seq = (SELECT COALESCE(MAX(export_seq), 0) + 1 FROM enrollments) \
-             WHERE registration_id = ?1 AND status <> 'provisioned'",
+            &format!("UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
+                updated_at = ?3, provisioned_at = ?3, export_seq = {NEXT_SEQ} \
+             WHERE registration_id = ?1 AND status <> 'provisioned'"),
             params![registration_id, digest, t],
         )
         .map_err(e)?;
@@ -345,14 +397,22 @@ impl Store {
                 .query_row(sql, [], |r| r.get(0))
                 .map_err(|e| self.err(e))
         };
-        // export_seq is dense (1, 2, 3, ...): provisioned rows are never modified or deleted.
-        let exported = one("SELECT COALESCE(MAX(last_seq), 0) FROM batches")?;
-        let provisioned_total = one("SELECT COALESCE(MAX(export_seq), 0) FROM enrollments")?;
+        // export_seq is dense (1, 2, 3, ...): every number belongs to exactly one current or
+        // superseded enrollment, and neither is ever deleted. So counting is arithmetic on
+        // watermarks, whatever the size of the database.
+        let (covered, assigned) = self.export_watermarks()?;
+        let superseded = |sql: &str| -> Result<i64> {
+            self.conn
+                .query_row(sql, [covered], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let old_exported = superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq <= ?1")?;
+        let old_unexported = superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq > ?1")?;
         Ok(Counts {
             pending: one("SELECT count(*) FROM enrollments WHERE status = 'pending'")?,
-            provisioned: provisioned_total - exported,
+            provisioned: assigned - covered - old_unexported,
             failed: one("SELECT count(*) FROM enrollments WHERE status = 'failed'")?,
-            exported,
+            exported: covered - old_exported,
         })
     }
 
@@ -415,8 +475,7 @@ impl Store {
     pub fn export_watermarks(&self) -> Result<(i64, i64)> {
         self.conn
             .query_row(
-                "SELECT (SELECT COALESCE(MAX(last_seq), 0) FROM batches), \
-                        (SELECT COALESCE(MAX(export_seq), 0) FROM enrollments)",
+                &format!("SELECT (SELECT COALESCE(MAX(last_seq), 0) FROM batches), {NEXT_SEQ} - 1"),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -434,7 +493,8 @@ impl Store {
     ) -> Result<i64> {
         self.scan_range(
             "registration_id, device_serial, firmware, model, attestation_type, key_source, \
-             station, line, operator, provisioned_at, device_digest",
+             station, line, operator, provisioned_at, device_digest, cert_serial, cert_thumbprint, \
+             cert_not_before, cert_not_after",
             first,
             last,
             |c| {
@@ -450,6 +510,10 @@ impl Store {
                     operator: c.text(8)?,
                     provisioned_at: c.text(9)?,
                     device_digest: c.text(10)?,
+                    cert_serial: c.text(11)?,
+                    cert_thumbprint: c.text(12)?,
+                    cert_not_before: c.text(13)?,
+                    cert_not_after: c.text(14)?,
                 })
             },
         )
@@ -463,7 +527,8 @@ impl Store {
         mut f: impl FnMut(&AttestationRow<'_>) -> Result<()>,
     ) -> Result<i64> {
         self.scan_range(
-            "registration_id, attestation_type, primary_key, secondary_key, group_key_id",
+            "registration_id, attestation_type, primary_key, secondary_key, group_key_id, \
+             public_material",
             first,
             last,
             |c| {
@@ -473,28 +538,50 @@ impl Store {
                     primary_key: c.opt(2)?,
                     secondary_key: c.opt(3)?,
                     group_key_id: c.opt(4)?,
+                    certificate: c.opt(5)?,
                 })
             },
         )
     }
 
-    fn scan_range(
-        &self,
-        columns: &str,
-        first: i64,
-        last: i64,
-        mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>,
-    ) -> Result<i64> {
+    /// Scan `first..=last` in export_seq order over current and superseded enrollments (a
+    /// batch keeps the versions it was exported with).
+    fn scan_range(&self, columns: &str, first: i64, last: i64, mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>) -> Result<i64> {
+        let range = "WHERE export_seq BETWEEN ?1 AND ?2 ORDER BY export_seq";
+        let mut old: Vec<(i64, Vec<Option<String>>)> = {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT export_seq, {columns} FROM superseded_enrollments {range}"))
+                .map_err(|e| self.err(e))?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([first, last], |r| {
+                    let vals = (1..n).map(|i| r.get::<_, Option<String>>(i)).collect::<rusqlite::Result<_>>()?;
+                    Ok((r.get(0)?, vals))
+                })
+                .map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
+        };
+        old.reverse();
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "SELECT {columns} FROM enrollments WHERE export_seq BETWEEN ?1 AND ?2 ORDER BY export_seq"
-            ))
+            .prepare(&format!("SELECT {columns}, export_seq FROM enrollments {range}"))
             .map_err(|e| self.err(e))?;
+        let seq_col = stmt.column_count() - 1;
         let mut rows = stmt.query([first, last]).map_err(|e| self.err(e))?;
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            f(&Cols { row, store: self })?;
+            let seq: i64 = row.get(seq_col).map_err(|e| self.err(e))?;
+            while old.last().is_some_and(|(s, _)| *s < seq) {
+                let (_, vals) = old.pop().expect("checked");
+                f(&Cols::Owned(vals))?;
+                n += 1;
+            }
+            f(&Cols::Row { row, store: self })?;
+            n += 1;
+        }
+        while let Some((_, vals)) = old.pop() {
+            f(&Cols::Owned(vals))?;
             n += 1;
         }
         Ok(n)
@@ -548,6 +635,10 @@ pub struct TraceRow<'a> {
     pub operator: &'a str,
     pub provisioned_at: &'a str,
     pub device_digest: &'a str,
+    pub cert_serial: &'a str,
+    pub cert_thumbprint: &'a str,
+    pub cert_not_before: &'a str,
+    pub cert_not_after: &'a str,
 }
 
 /// What the DPS enrollment of a row needs, borrowed from the database row.
@@ -557,22 +648,27 @@ pub struct AttestationRow<'a> {
     pub primary_key: Option<&'a str>,
     pub secondary_key: Option<&'a str>,
     pub group_key_id: Option<&'a str>,
+    pub certificate: Option<&'a str>,
 }
 
-struct Cols<'r, 's> {
-    row: &'r Row<'r>,
-    store: &'s Store,
+/// A row's columns: borrowed from SQLite, or owned (superseded versions, which are rare).
+enum Cols<'r, 's> {
+    Row { row: &'r Row<'r>, store: &'s Store },
+    Owned(Vec<Option<String>>),
 }
 
-impl<'r> Cols<'r, '_> {
-    fn opt(&self, i: usize) -> Result<Option<&'r str>> {
-        self.row
-            .get_ref(i)
-            .and_then(|v| v.as_str_or_null().map_err(Into::into))
-            .map_err(|e| self.store.err(e))
+impl Cols<'_, '_> {
+    fn opt(&self, i: usize) -> Result<Option<&str>> {
+        match self {
+            Cols::Row { row, store } => row
+                .get_ref(i)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(|e| store.err(e)),
+            Cols::Owned(v) => Ok(v.get(i).and_then(|s| s.as_deref())),
+        }
     }
 
-    fn text(&self, i: usize) -> Result<&'r str> {
+    fn text(&self, i: usize) -> Result<&str> {
         self.opt(i).map(|v| v.unwrap_or(""))
     }
 }

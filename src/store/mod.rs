@@ -91,9 +91,11 @@ mod tests {
             primary_key: key,
             secondary_key: None,
             group_key_id: None,
+            certificate: None,
             station: "s1",
             line: "l1",
             operator: "op",
+            supersede: false,
         }
     }
 

@@ -69,6 +69,46 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_registration ON attempts(registration_id);
     CREATE INDEX attempts_serial ON attempts(device_serial);
     "#,
+    // 1 -> 2: X.509 certificate details, and re-issue. A re-issued enrollment's previous
+    // version moves to `superseded_enrollments` (keeping its export_seq, so old batches
+    // re-export identically); only then may the provisioned row change. Columns added to
+    // `enrollments` later must be added here too.
+    r#"
+    ALTER TABLE enrollments ADD COLUMN cert_serial TEXT;
+    ALTER TABLE enrollments ADD COLUMN cert_thumbprint TEXT;
+    ALTER TABLE enrollments ADD COLUMN cert_not_before TEXT;
+    ALTER TABLE enrollments ADD COLUMN cert_not_after TEXT;
+    CREATE TABLE superseded_enrollments (
+        registration_id  TEXT NOT NULL COLLATE NOCASE,
+        device_serial    TEXT NOT NULL,
+        firmware         TEXT NOT NULL,
+        model            TEXT NOT NULL,
+        attestation_type TEXT NOT NULL,
+        key_source       TEXT,
+        primary_key      TEXT,
+        secondary_key    TEXT,
+        group_key_id     TEXT,
+        public_material  TEXT,
+        device_digest    TEXT,
+        station          TEXT NOT NULL,
+        line             TEXT NOT NULL,
+        operator         TEXT NOT NULL,
+        created_at       TEXT NOT NULL,
+        provisioned_at   TEXT,
+        export_seq       INTEGER NOT NULL UNIQUE,
+        cert_serial      TEXT,
+        cert_thumbprint  TEXT,
+        cert_not_before  TEXT,
+        cert_not_after   TEXT,
+        superseded_at    TEXT NOT NULL
+    );
+    DROP TRIGGER enrollments_provisioned_are_immutable;
+    CREATE TRIGGER enrollments_provisioned_are_immutable
+        BEFORE UPDATE ON enrollments
+        WHEN OLD.status = 'provisioned'
+         AND NOT EXISTS (SELECT 1 FROM superseded_enrollments s WHERE s.export_seq = OLD.export_seq)
+        BEGIN SELECT RAISE(ABORT, 'a provisioned enrollment is never modified'); END;
+    "#,
 ];
 
 /// The schema version this binary writes.

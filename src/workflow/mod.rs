@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::device::link::Link;
 use crate::device::protocol::{self, RecordId, commit_flag, hex};
 use crate::error::{Error, Result};
-use crate::store::{Attempt, NewEnrollment, Store, now};
+use crate::store::{Attempt, NewEnrollment, Status, Store, now};
 use std::time::{Duration, Instant};
 
 /// Irreversible steps the operator (or an engineer) explicitly allowed for this run.
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub struct Permissions {
     /// Replace an identity the device already holds under another registration ID.
     pub overwrite_identity: bool,
+    /// Issue a new certificate to a device whose enrollment already has a valid one.
+    pub reissue_certificate: bool,
 }
 
 /// What the operator supplies for one device.
@@ -232,24 +234,56 @@ impl Workflow {
             });
         }
         let mut flags = 0;
+        let mut holds_this_id = false;
         if info.provisioned {
             let held = link.read_record(RecordId::RegistrationId as u8)?;
             let held = held.map(|b| String::from_utf8_lossy(&b).into_owned());
-            if let Some(held) = held
-                && !held.eq_ignore_ascii_case(&registration_id)
-            {
-                if !input.permissions.overwrite_identity {
-                    return Err(Error::IdentityConflict {
-                        serial,
-                        existing: held,
-                        wanted: registration_id,
-                    });
+            match held {
+                Some(held) if !held.eq_ignore_ascii_case(&registration_id) => {
+                    if !input.permissions.overwrite_identity {
+                        return Err(Error::IdentityConflict {
+                            serial,
+                            existing: held,
+                            wanted: registration_id,
+                        });
+                    }
+                    flags |= commit_flag::REPLACE;
                 }
-                flags |= commit_flag::REPLACE;
+                Some(_) => holds_this_id = true,
+                None => {}
             }
         }
 
-        let credential = self.source.obtain(&registration_id, existing.as_ref())?;
+        let provisioned = existing
+            .as_ref()
+            .filter(|e| matches!(e.status, Status::Provisioned | Status::Exported));
+        if let Some(e) = provisioned {
+            // The device already holds what the database has for it: verify, and finish.
+            if holds_this_id && !input.permissions.reissue_certificate && self.source.still_valid(e) {
+                let d = link.read_digest()?;
+                let digest = hex(&d.digest);
+                if d.provisioned && e.device_digest.as_deref() == Some(digest.as_str()) {
+                    emit(Event::AlreadyProvisioned {
+                        digest: digest.clone(),
+                    });
+                    emit(Event::Verified {
+                        digest: digest.clone(),
+                    });
+                    return self.finish(link, input, &registration_id, &serial, &digest, start, started_at, io0);
+                }
+            }
+            if !self.source.reproducible() && !input.permissions.reissue_certificate {
+                return Err(Error::ReissueNotPermitted {
+                    serial,
+                    registration_id,
+                });
+            }
+        }
+        let supersede = provisioned.is_some() && !self.source.reproducible();
+
+        let credential = self
+            .source
+            .obtain(&registration_id, existing.as_ref(), link)?;
         emit(Event::Credential {
             attestation: credential.kind.as_str(),
             key_source: credential.key_source,
@@ -278,9 +312,11 @@ impl Workflow {
             primary_key: credential.stored_primary.as_ref(),
             secondary_key: credential.stored_secondary.as_ref(),
             group_key_id: credential.group_key_id.as_deref(),
+            certificate: credential.certificate.as_ref(),
             station: &self.station,
             line: &self.line,
             operator: &input.operator,
+            supersede,
         })?;
         emit(Event::Recorded {
             registration_id: registration_id.clone(),
@@ -329,13 +365,29 @@ impl Workflow {
             digest: hex(&expected),
         });
 
+        self.finish(link, input, &registration_id, &serial, &hex(&expected), start, started_at, io0)
+    }
+
+    /// Durably mark the device provisioned with its verified digest; only then is it a PASS.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        link: &mut Link,
+        input: &DeviceInput,
+        registration_id: &str,
+        serial: &str,
+        digest: &str,
+        start: Instant,
+        started_at: &str,
+        io0: Duration,
+    ) -> Result<Outcome> {
         let duration = start.elapsed();
         self.store.mark_provisioned(
-            &registration_id,
-            &hex(&expected),
+            registration_id,
+            digest,
             &Attempt {
-                registration_id: Some(&registration_id),
-                device_serial: Some(&serial),
+                registration_id: Some(registration_id),
+                device_serial: Some(serial),
                 passed: true,
                 error_code: None,
                 message: None,
@@ -347,11 +399,16 @@ impl Workflow {
             },
         )?;
         Ok(Outcome {
-            registration_id,
-            serial,
+            registration_id: registration_id.to_string(),
+            serial: serial.to_string(),
             duration: start.elapsed(),
             io_wait: link.stats.io_wait - io0,
         })
+    }
+
+    /// Warnings from the credential source an engineer should see.
+    pub fn warnings(&self) -> Vec<String> {
+        self.source.warnings()
     }
 }
 
