@@ -136,9 +136,13 @@ pub enum Error {
     },
     #[error("{message}")]
     Csr { code: &'static str, message: String },
-    #[error("registration ID `{registration_id}` is longer than the 64 characters an X.509 subject CN allows")]
+    #[error(
+        "registration ID `{registration_id}` is longer than the 64 characters an X.509 subject CN allows"
+    )]
     CnTooLong { registration_id: String },
-    #[error("device {serial} holds a certificate that does not match its enrollment `{registration_id}`; issuing a new one needs permission")]
+    #[error(
+        "device {serial} holds a certificate that does not match its enrollment `{registration_id}`; issuing a new one needs permission"
+    )]
     ReissueNotPermitted {
         serial: String,
         registration_id: String,
@@ -250,21 +254,29 @@ impl Error {
             Error::BatchNotFound(_) => "Run `station export --list` to see the batches that exist.",
             Error::File { .. } => "Check the path exists, is writable and the disk is not full.",
             Error::Ca { code, .. } => match *code {
-                "x509.ca_key_mismatch" => "Point ca_key at the private key of the ca_cert certificate.",
+                "x509.ca_key_mismatch" => {
+                    "Point ca_key at the private key of the ca_cert certificate."
+                }
                 "x509.ca_expired" | "x509.ca_validity_short" | "x509.ca_not_yet_valid" => {
                     "Install a CA certificate valid for longer than the device certificates (or lower validity_days)."
                 }
                 "x509.ca_not_ca" | "x509.ca_no_keycertsign" => {
                     "ca_cert must be a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign)."
                 }
-                "x509.chain_invalid" => "List the chain in order, each certificate signed by the next, up to the root.",
-                _ => "Check the [attestation.x509] paths; `station ca init --dev DIR` makes a development CA.",
+                "x509.chain_invalid" => {
+                    "List the chain in order, each certificate signed by the next, up to the root."
+                }
+                _ => {
+                    "Check the [attestation.x509] paths; `station ca init --dev DIR` makes a development CA."
+                }
             },
             Error::Csr { code, .. } => match *code {
                 "x509.mint_failed" | "x509.ca_validity_short" => {
                     "The station could not issue the certificate; call an engineer."
                 }
-                _ => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
+                _ => {
+                    "The device sent a bad certificate request; retry once, then set the device aside for rework."
+                }
             },
             Error::CnTooLong { .. } => {
                 "Shorten the [registration] template so IDs fit in 64 characters."

@@ -4,37 +4,8 @@
 mod common;
 use common::*;
 use serde_json::{Value, json};
+
 use std::os::unix::fs::PermissionsExt;
-
-/// The swagger's schema, made strict, with exactly the two documented defects worked around:
-/// the 2-character registrationId pattern, and TwinCollection's object-only values.
-fn bulk_schema() -> Value {
-    let spec: Value =
-        serde_json::from_str(include_str!("fixtures/dps-service-2021-10-01.json")).unwrap();
-    let mut defs = spec["definitions"].clone();
-    for (name, def) in defs.as_object_mut().unwrap() {
-        let Some(props) = def.get_mut("properties").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        // Service-filled fields must never be sent.
-        props.retain(|k, v| v.get("readOnly") != Some(&json!(true)) && k != "etag");
-        if name == "TwinCollection" {
-            def["additionalProperties"] = json!(true);
-        } else {
-            def["additionalProperties"] = json!(false);
-        }
-    }
-    defs["IndividualEnrollment"]["properties"]["registrationId"]["pattern"] =
-        json!("^[a-z0-9]([a-z0-9._:-]{0,126}[a-z0-9-])?$");
-    json!({"$ref": "#/definitions/BulkEnrollmentOperation", "definitions": defs})
-}
-
-fn validate(doc: &Value) -> Vec<String> {
-    let v = jsonschema::validator_for(&bulk_schema()).unwrap();
-    v.iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect()
-}
 
 #[test]
 fn the_vendored_spec_is_the_shared_one() {

@@ -141,7 +141,9 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
                 .x509
                 .as_ref()
                 .ok_or_else(|| Error::Usage("[attestation.x509] is missing".into()))?;
-            Ok(Box::new(x509::StationCa::load(section, |p| config.resolve(p))?))
+            Ok(Box::new(x509::StationCa::load(section, |p| {
+                config.resolve(p)
+            })?))
         }
     }
 }
@@ -165,7 +167,11 @@ impl CredentialSource for x509::StationCa {
         let (minted, cred_type, key) = match self.key_source {
             crate::config::X509KeySource::Device => {
                 let csr = device.generate_csr(self.key_type.code(), registration_id)?;
-                (self.mint_from_csr(&csr, registration_id)?, CredentialType::X509DeviceKey, None)
+                (
+                    self.mint_from_csr(&csr, registration_id)?,
+                    CredentialType::X509DeviceKey,
+                    None,
+                )
             }
             crate::config::X509KeySource::Station => {
                 let (m, key) = self.mint_with_key(registration_id)?;
@@ -174,7 +180,10 @@ impl CredentialSource for x509::StationCa {
         };
         let mut records = vec![
             (RecordId::CredentialType, SecretBytes(vec![cred_type as u8])),
-            (RecordId::Credential, SecretBytes(minted.chain_pem.clone().into_bytes())),
+            (
+                RecordId::Credential,
+                SecretBytes(minted.chain_pem.clone().into_bytes()),
+            ),
         ];
         if let Some(key) = key {
             records.push((RecordId::PrivateKey, key));

@@ -9,13 +9,14 @@
 use super::SecretBytes;
 use crate::config::{X509KeySource, X509KeyType, X509Section};
 use crate::error::{Error, Result};
+use ::time::{Duration, OffsetDateTime};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use ::time::{Duration, OffsetDateTime};
 use x509_parser::prelude::*;
 
 /// Longest subject CN (RFC 5280 upper bound `ub-common-name`); DPS uses the CN as the
@@ -114,8 +115,13 @@ fn ca_error(code: &'static str, path: &Path, message: impl Into<String>) -> Erro
 }
 
 fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ca_error("x509.ca_unreadable", path, format!("cannot read {what}: {e}")))
+    std::fs::read_to_string(path).map_err(|e| {
+        ca_error(
+            "x509.ca_unreadable",
+            path,
+            format!("cannot read {what}: {e}"),
+        )
+    })
 }
 
 /// All certificates (DER) in a PEM text.
@@ -128,7 +134,11 @@ fn pem_certs(text: &str, path: &Path) -> Result<Vec<Vec<u8>>> {
         }
     }
     if out.is_empty() {
-        return Err(ca_error("x509.ca_unreadable", path, "no CERTIFICATE in the file"));
+        return Err(ca_error(
+            "x509.ca_unreadable",
+            path,
+            "no CERTIFICATE in the file",
+        ));
     }
     Ok(out)
 }
@@ -166,8 +176,13 @@ impl StationCa {
         let cert_text = read(&cert_path, "the CA certificate")?;
         let ders = pem_certs(&cert_text, &cert_path)?;
         let ca_der = ders[0].clone();
-        let (_, ca) = X509Certificate::from_der(&ca_der)
-            .map_err(|e| ca_error("x509.ca_unreadable", &cert_path, format!("not a certificate: {e}")))?;
+        let (_, ca) = X509Certificate::from_der(&ca_der).map_err(|e| {
+            ca_error(
+                "x509.ca_unreadable",
+                &cert_path,
+                format!("not a certificate: {e}"),
+            )
+        })?;
 
         let key_text = read(&key_path, "the CA private key")?;
         let key = KeyPair::from_pem(&key_text).map_err(|e| {
@@ -195,7 +210,10 @@ impl StationCa {
             return Err(ca_error(
                 "x509.ca_key_mismatch",
                 &key_path,
-                format!("this key does not belong to the CA certificate {}", cert_path.display()),
+                format!(
+                    "this key does not belong to the CA certificate {}",
+                    cert_path.display()
+                ),
             ));
         }
         let is_ca = ca
@@ -268,7 +286,11 @@ impl StationCa {
                 return Err(ca_error(
                     "x509.chain_invalid",
                     &cert_path,
-                    format!("`{}` is not signed by `{}`", child.subject(), parent.subject()),
+                    format!(
+                        "`{}` is not signed by `{}`",
+                        child.subject(),
+                        parent.subject()
+                    ),
                 ));
             }
         }
@@ -291,8 +313,12 @@ impl StationCa {
     /// one) and mint the device certificate for its key.
     pub fn mint_from_csr(&self, csr_der: &[u8], registration_id: &str) -> Result<Minted> {
         let csr_error = |code: &'static str, message: String| Error::Csr { code, message };
-        let (_, csr) = X509CertificationRequest::from_der(csr_der)
-            .map_err(|e| csr_error("x509.csr_invalid", format!("the device's CSR does not parse: {e}")))?;
+        let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
+            csr_error(
+                "x509.csr_invalid",
+                format!("the device's CSR does not parse: {e}"),
+            )
+        })?;
         let info = &csr.certification_request_info;
         let cns: Vec<&str> = info
             .subject
@@ -336,13 +362,19 @@ impl StationCa {
         Ok((minted, SecretBytes(key.serialize_der())))
     }
 
-    fn sign(&self, public_key: &impl rcgen::PublicKeyData, registration_id: &str) -> Result<Minted> {
+    fn sign(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        registration_id: &str,
+    ) -> Result<Minted> {
         if registration_id.len() > MAX_CN {
             return Err(Error::CnTooLong {
                 registration_id: registration_id.to_string(),
             });
         }
-        let now = OffsetDateTime::now_utc();
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
         let not_after = now + self.validity;
         if not_after > self.ca_not_after {
             return Err(Error::Csr {
@@ -362,10 +394,12 @@ impl StationCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
-        let cert = params.signed_by(public_key, &self.issuer).map_err(|e| Error::Csr {
-            code: "x509.mint_failed",
-            message: e.to_string(),
-        })?;
+        let cert = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(|e| Error::Csr {
+                code: "x509.mint_failed",
+                message: e.to_string(),
+            })?;
         let der = cert.der().to_vec();
         let pem = to_pem(&der);
         Ok(Minted {
@@ -384,9 +418,15 @@ impl StationCa {
 
     /// Whether `cert_pem` was issued by this CA and is valid now.
     pub fn issued(&self, cert_pem: &str) -> bool {
-        let Ok(ders) = pem_certs(cert_pem, Path::new("")) else { return false };
-        let Ok((_, leaf)) = X509Certificate::from_der(&ders[0]) else { return false };
-        let Ok((_, ca)) = X509Certificate::from_der(&self.ca_der) else { return false };
+        let Ok(ders) = pem_certs(cert_pem, Path::new("")) else {
+            return false;
+        };
+        let Ok((_, leaf)) = X509Certificate::from_der(&ders[0]) else {
+            return false;
+        };
+        let Ok((_, ca)) = X509Certificate::from_der(&self.ca_der) else {
+            return false;
+        };
         leaf.validity().is_valid() && leaf.verify_signature(Some(ca.public_key())).is_ok()
     }
 }
@@ -404,7 +444,9 @@ fn random_serial() -> Result<SerialNumber> {
 
 fn csr_key_type(spki: &SubjectPublicKeyInfo<'_>) -> Option<X509KeyType> {
     match spki.parsed().ok()? {
-        x509_parser::public_key::PublicKey::RSA(rsa) if rsa.key_size() == 2048 => Some(X509KeyType::Rsa2048),
+        x509_parser::public_key::PublicKey::RSA(rsa) if rsa.key_size() == 2048 => {
+            Some(X509KeyType::Rsa2048)
+        }
         x509_parser::public_key::PublicKey::EC(_) => {
             let curve = spki
                 .algorithm
@@ -426,7 +468,10 @@ fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> String {
     match spki.parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA-{}", rsa.key_size()),
         Ok(x509_parser::public_key::PublicKey::EC(_)) => "an EC key on an unsupported curve".into(),
-        _ => format!("an unsupported key ({})", spki.algorithm.algorithm.to_id_string()),
+        _ => format!(
+            "an unsupported key ({})",
+            spki.algorithm.algorithm.to_id_string()
+        ),
     }
 }
 
@@ -454,7 +499,12 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    for p in [&paths.root_cert, &paths.root_key, &paths.ca_cert, &paths.ca_key] {
+    for p in [
+        &paths.root_cert,
+        &paths.root_key,
+        &paths.ca_cert,
+        &paths.ca_key,
+    ] {
         if p.exists() {
             return Err(Error::Usage(format!(
                 "{} already exists; remove the development CA first or choose another directory",
@@ -470,7 +520,10 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
     let ca_params = |cn: &str, years: i64, path_len: u8| -> Result<CertificateParams> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "DEVELOPMENT ONLY - not for production");
+        dn.push(
+            DnType::OrganizationName,
+            "DEVELOPMENT ONLY - not for production",
+        );
         dn.push(DnType::CommonName, cn);
         p.distinguished_name = dn;
         p.serial_number = Some(random_serial()?);
@@ -488,7 +541,9 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
     let mut inter_params = ca_params("Provisioning Station DEVELOPMENT Intermediate CA", 20, 0)?;
     inter_params.use_authority_key_identifier_extension = true;
     let root_issuer = Issuer::from_params(&root_params, &root_key);
-    let inter = inter_params.signed_by(&ca_key, &root_issuer).map_err(mint_err)?;
+    let inter = inter_params
+        .signed_by(&ca_key, &root_issuer)
+        .map_err(mint_err)?;
     let write = |path: &Path, text: &str, mode: u32| -> Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -502,8 +557,242 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
     };
     let label = "# DEVELOPMENT CA material made by `station ca init --dev`. Not for production.\n";
     write(&paths.root_cert, &format!("{label}{}", root.pem()), 0o644)?;
-    write(&paths.root_key, &format!("{label}{}", root_key.serialize_pem()), 0o600)?;
+    write(
+        &paths.root_key,
+        &format!("{label}{}", root_key.serialize_pem()),
+        0o600,
+    )?;
     write(&paths.ca_cert, &format!("{label}{}", inter.pem()), 0o644)?;
-    write(&paths.ca_key, &format!("{label}{}", ca_key.serialize_pem()), 0o600)?;
+    write(
+        &paths.ca_key,
+        &format!("{label}{}", ca_key.serialize_pem()),
+        0o600,
+    )?;
     Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::X509Section;
+
+    struct Ca {
+        dir: tempfile::TempDir,
+        section: X509Section,
+    }
+
+    /// Write a CA made from `params` (and optionally a different key) and return its section.
+    fn ca_with(params: CertificateParams, other_key: bool, sec1: bool) -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let written = if other_key {
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+        } else {
+            key
+        };
+        let key_pem = if sec1 {
+            // SEC1 "EC PRIVATE KEY", as `openssl ecparam -genkey` writes it.
+            let out = std::process::Command::new("openssl")
+                .args(["pkey", "-traditional"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(written.serialize_pem().as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        } else {
+            written.serialize_pem()
+        };
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("ca.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let section = X509Section {
+            ca_cert: dir.path().join("ca.pem"),
+            ca_key: dir.path().join("ca.key"),
+            chain: vec![],
+            key_source: X509KeySource::Device,
+            key_type: X509KeyType::P256,
+            validity_days: 365,
+        };
+        Ca { dir, section }
+    }
+
+    fn good_params() -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, "Test CA");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        p.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+        p.not_after = OffsetDateTime::now_utc() + Duration::days(3650);
+        p
+    }
+
+    fn code_of(ca: &Ca) -> &'static str {
+        StationCa::load(&ca.section, |p| p.to_path_buf())
+            .unwrap_err()
+            .code()
+    }
+
+    #[test]
+    fn loads_a_good_ca_with_pkcs8_or_sec1_key() {
+        for sec1 in [false, true] {
+            let ca = ca_with(good_params(), false, sec1);
+            let loaded = StationCa::load(&ca.section, |p| p.to_path_buf()).unwrap();
+            assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        }
+    }
+
+    #[test]
+    fn refuses_each_unusable_ca_with_its_code() {
+        assert_eq!(
+            code_of(&ca_with(good_params(), true, false)),
+            "x509.ca_key_mismatch"
+        );
+        let mut p = good_params();
+        p.is_ca = IsCa::ExplicitNoCa;
+        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_not_ca");
+        let mut p = good_params();
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_no_keycertsign");
+        let mut p = good_params();
+        p.not_after = OffsetDateTime::now_utc() - Duration::hours(1);
+        p.not_before = OffsetDateTime::now_utc() - Duration::days(10);
+        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_expired");
+        let mut p = good_params();
+        p.not_before = OffsetDateTime::now_utc() + Duration::days(1);
+        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_not_yet_valid");
+        let mut p = good_params();
+        p.not_after = OffsetDateTime::now_utc() + Duration::days(100);
+        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_validity_short");
+    }
+
+    #[test]
+    fn warns_when_the_ca_key_is_readable_by_others() {
+        let ca = ca_with(good_params(), false, false);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            ca.dir.path().join("ca.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let loaded = StationCa::load(&ca.section, |p| p.to_path_buf()).unwrap();
+        assert!(
+            loaded.warnings[0].contains("chmod 600"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    fn csr(key: &KeyPair, cn: &str) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serialize_request(key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn minted_certificate_follows_the_profile() {
+        let ca = ca_with(good_params(), false, false);
+        let loaded = StationCa::load(&ca.section, |p| p.to_path_buf()).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let m = loaded
+            .mint_from_csr(&csr(&key, "sn-0001"), "sn-0001")
+            .unwrap();
+        let der = &pem_certs(&m.pem, Path::new("")).unwrap()[0];
+        let (_, c) = X509Certificate::from_der(der).unwrap();
+        assert_eq!(
+            c.subject()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "sn-0001"
+        );
+        assert_eq!(c.raw_serial().len(), 16);
+        assert!(c.raw_serial()[0] & 0x80 == 0, "serial is positive");
+        let ku = c.key_usage().unwrap().unwrap();
+        assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign());
+        let eku = c.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.client_auth && !eku.value.server_auth);
+        let bc = c.basic_constraints().unwrap().unwrap();
+        assert!(!bc.value.ca);
+        let ski = c
+            .get_extension_unique(&oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+            .unwrap();
+        let aki = c
+            .get_extension_unique(&oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+            .unwrap();
+        assert!(ski.is_some() && aki.is_some());
+        assert_eq!(
+            c.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        let days =
+            (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86400;
+        assert_eq!(days, 365, "validity_days plus the backdating margin");
+        assert!(loaded.issued(&m.pem));
+        assert_eq!(
+            m.thumbprint,
+            crate::device::protocol::hex(&Sha256::digest(der))
+        );
+        assert!(m.chain_pem.starts_with(&m.pem));
+    }
+
+    #[test]
+    fn refuses_bad_csrs() {
+        let ca = ca_with(good_params(), false, false);
+        let loaded = StationCa::load(&ca.section, |p| p.to_path_buf()).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let code = |csr: &[u8]| loaded.mint_from_csr(csr, "sn-0001").unwrap_err().code();
+        let mut tampered = csr(&key, "sn-0001");
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(code(&tampered), "x509.csr_invalid");
+        assert_eq!(code(&csr(&key, "sn-0002")), "x509.csr_subject_mismatch");
+        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        assert_eq!(code(&csr(&ed, "sn-0001")), "x509.csr_key_unsupported");
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        assert_eq!(code(&csr(&p384, "sn-0001")), "x509.csr_key_unsupported");
+        assert_eq!(code(b"garbage"), "x509.csr_invalid");
+        let long = "a".repeat(65);
+        assert_eq!(
+            loaded
+                .mint_from_csr(&csr(&key, &long), &long)
+                .unwrap_err()
+                .code(),
+            "x509.cn_too_long"
+        );
+    }
+
+    #[test]
+    fn station_keys_of_each_type_match_their_certificates() {
+        let ca = ca_with(good_params(), false, false);
+        for t in [X509KeyType::P256, X509KeyType::P384, X509KeyType::Rsa2048] {
+            let mut section = ca.section.clone();
+            section.key_type = t;
+            section.key_source = X509KeySource::Station;
+            let loaded = StationCa::load(&section, |p| p.to_path_buf()).unwrap();
+            let (m, key) = loaded.mint_with_key("sn-1").unwrap();
+            let kp = KeyPair::try_from(key.0.as_slice()).unwrap();
+            let der = &pem_certs(&m.pem, Path::new("")).unwrap()[0];
+            let (_, c) = X509Certificate::from_der(der).unwrap();
+            assert_eq!(
+                c.public_key().subject_public_key.data.as_ref(),
+                kp.public_key_raw(),
+                "{t:?}"
+            );
+        }
+    }
 }

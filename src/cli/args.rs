@@ -31,6 +31,19 @@ pub enum Command {
     DeriveKey(DeriveKeyArgs),
     /// Check configuration, keys, database, export directory and port; say what to fix.
     Doctor,
+    /// Certificate authority tools.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a development root and intermediate CA (clearly labelled, not for production).
+    Init {
+        /// Directory for the development CA files.
+        #[arg(long, value_name = "DIR", required = true)]
+        dev: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

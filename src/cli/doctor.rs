@@ -92,7 +92,19 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
     let mut v = Vec::new();
     v.push((
         "credential",
-        attestation::source_from_config(c).map(|s| format!("{} keys load", s.kind().as_str())),
+        attestation::source_from_config(c).map(|s| {
+            let mut d = match s.kind() {
+                attestation::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
+                attestation::AttestationKind::X509 => {
+                    "station CA loads: key matches, CA with keyCertSign, valid beyond the device certificates, chain verifies"
+                        .to_string()
+                }
+            };
+            for w in s.warnings() {
+                d.push_str(&format!("; warning: {w}"));
+            }
+            d
+        }),
     ));
     v.push((
         "database",

@@ -48,7 +48,25 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
         Command::List(a) => list(&config::load(config_path)?, &a, out),
         Command::DeriveKey(a) => derive_key(&config::load(config_path)?, &a, out),
         Command::Doctor => Ok(doctor::run(config_path, out)),
+        Command::Ca(CaCommand::Init { dev }) => ca_init(&dev, out),
     }
+}
+
+fn ca_init(dir: &std::path::Path, out: Out) -> Result<ExitCode> {
+    let ca = crate::attestation::x509::init_dev_ca(dir)?;
+    out.emit(&ca, || {
+        format!(
+            "development CA created (NOT for production):\n  root          {}\n  intermediate  {}\n\
+             In station.toml:\n  [attestation]\n  mode = \"x509\"\n  [attestation.x509]\n  \
+             ca_cert = \"{}\"\n  ca_key = \"{}\"\n  chain = [\"{}\"]",
+            ca.root_cert.display(),
+            ca.ca_cert.display(),
+            ca.ca_cert.display(),
+            ca.ca_key.display(),
+            ca.root_cert.display()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
@@ -58,6 +76,12 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
         ));
     }
     let mut workflow = Workflow::new(config)?;
+    for w in workflow.warnings() {
+        out.emit(
+            &serde_json::json!({"event": "warning", "message": w}),
+            || format!("warning: {w}"),
+        );
+    }
     let mut fixture = device::connect(config, a.port.as_deref())?;
     let input = DeviceInput {
         scanned_serial: a.serial.clone(),

@@ -414,7 +414,10 @@ mod tests {
             Request::ReadDigest,
             Request::ReadRecord { record: 3 },
             Request::Reset,
-            Request::GenCsr { key_type: 1, common_name: "sn-1".into() },
+            Request::GenCsr {
+                key_type: 1,
+                common_name: "sn-1".into(),
+            },
         ] {
             assert_eq!(Request::decode(r.kind(), &r.encode_body()), Some(r.clone()));
         }

@@ -113,8 +113,14 @@ impl Faults {
                 )
             }
             "csr-key" => match a {
-                Some(k @ ("ed25519" | "p256" | "p384" | "rsa2048")) => self.csr_key = Some(k.to_string()),
-                _ => return Err(format!("fault `{spec}`: use csr-key:ed25519, p256, p384 or rsa2048")),
+                Some(k @ ("ed25519" | "p256" | "p384" | "rsa2048")) => {
+                    self.csr_key = Some(k.to_string())
+                }
+                _ => {
+                    return Err(format!(
+                        "fault `{spec}`: use csr-key:ed25519, p256, p384 or rsa2048"
+                    ));
+                }
             },
             _ => {
                 return Err(format!(
@@ -671,7 +677,9 @@ fn respond(
             let path = Flash::path(&config.flash_dir, &d.serial);
             let previous_key = d.flash.device_key.clone();
             d.flash.device_key = match cred_type {
-                Some(t) if t == CredentialType::X509DeviceKey as u8 => d.staged_key.as_deref().map(protocol::hex),
+                Some(t) if t == CredentialType::X509DeviceKey as u8 => {
+                    d.staged_key.as_deref().map(protocol::hex)
+                }
                 _ => None,
             };
             if store(&path, &mut d.flash, &stored).is_err() {
@@ -709,7 +717,10 @@ fn respond(
             d.session = false;
             (ok(&[]), true)
         }
-        Request::GenCsr { key_type, common_name } => match make_csr(*key_type, common_name, faults) {
+        Request::GenCsr {
+            key_type,
+            common_name,
+        } => match make_csr(*key_type, common_name, faults) {
             Ok((csr, key)) => {
                 d.staged_key = Some(key);
                 (ok(&csr), false)
@@ -721,7 +732,11 @@ fn respond(
 
 /// What a device does on GEN_CSR: generate a key of the asked type, sign a CSR with CN =
 /// `common_name`. Faults can change the key type, the CN, or break the signature.
-fn make_csr(key_type: u8, common_name: &str, faults: &Faults) -> Result<(Vec<u8>, Vec<u8>), NakCode> {
+fn make_csr(
+    key_type: u8,
+    common_name: &str,
+    faults: &Faults,
+) -> Result<(Vec<u8>, Vec<u8>), NakCode> {
     use crate::config::X509KeyType;
     let key = match faults.csr_key.as_deref() {
         Some("ed25519") => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
@@ -735,9 +750,14 @@ fn make_csr(key_type: u8, common_name: &str, faults: &Faults) -> Result<(Vec<u8>
     .map_err(|_| NakCode::StorageFailure)?;
     let mut params = rcgen::CertificateParams::default();
     let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, faults.csr_cn.as_deref().unwrap_or(common_name));
+    dn.push(
+        rcgen::DnType::CommonName,
+        faults.csr_cn.as_deref().unwrap_or(common_name),
+    );
     params.distinguished_name = dn;
-    let csr = params.serialize_request(&key).map_err(|_| NakCode::StorageFailure)?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|_| NakCode::StorageFailure)?;
     let mut der = csr.der().to_vec();
     if faults.csr_tamper
         && let Some(b) = der.last_mut()

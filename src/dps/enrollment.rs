@@ -148,7 +148,9 @@ pub fn write_enrollment(
             .expect("keys serialise");
         }
         Attestation::X509 { certificate } => {
-            out.extend_from_slice(b",\"x509\":{\"clientCertificates\":{\"primary\":{\"certificate\":");
+            out.extend_from_slice(
+                b",\"x509\":{\"clientCertificates\":{\"primary\":{\"certificate\":",
+            );
             serde_json::to_writer(&mut *out, certificate).expect("string serialises");
             out.extend_from_slice(b"}}}");
         }

@@ -406,8 +406,10 @@ impl Store {
                 .query_row(sql, [covered], |r| r.get(0))
                 .map_err(|e| self.err(e))
         };
-        let old_exported = superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq <= ?1")?;
-        let old_unexported = superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq > ?1")?;
+        let old_exported =
+            superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq <= ?1")?;
+        let old_unexported =
+            superseded("SELECT count(*) FROM superseded_enrollments WHERE export_seq > ?1")?;
         Ok(Counts {
             pending: one("SELECT count(*) FROM enrollments WHERE status = 'pending'")?,
             provisioned: assigned - covered - old_unexported,
@@ -546,26 +548,39 @@ impl Store {
 
     /// Scan `first..=last` in export_seq order over current and superseded enrollments (a
     /// batch keeps the versions it was exported with).
-    fn scan_range(&self, columns: &str, first: i64, last: i64, mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>) -> Result<i64> {
+    fn scan_range(
+        &self,
+        columns: &str,
+        first: i64,
+        last: i64,
+        mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>,
+    ) -> Result<i64> {
         let range = "WHERE export_seq BETWEEN ?1 AND ?2 ORDER BY export_seq";
         let mut old: Vec<(i64, Vec<Option<String>>)> = {
             let mut stmt = self
                 .conn
-                .prepare(&format!("SELECT export_seq, {columns} FROM superseded_enrollments {range}"))
+                .prepare(&format!(
+                    "SELECT export_seq, {columns} FROM superseded_enrollments {range}"
+                ))
                 .map_err(|e| self.err(e))?;
             let n = stmt.column_count();
             let rows = stmt
                 .query_map([first, last], |r| {
-                    let vals = (1..n).map(|i| r.get::<_, Option<String>>(i)).collect::<rusqlite::Result<_>>()?;
+                    let vals = (1..n)
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect::<rusqlite::Result<_>>()?;
                     Ok((r.get(0)?, vals))
                 })
                 .map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err(e))?
         };
         old.reverse();
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {columns}, export_seq FROM enrollments {range}"))
+            .prepare(&format!(
+                "SELECT {columns}, export_seq FROM enrollments {range}"
+            ))
             .map_err(|e| self.err(e))?;
         let seq_col = stmt.column_count() - 1;
         let mut rows = stmt.query([first, last]).map_err(|e| self.err(e))?;

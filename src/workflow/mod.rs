@@ -259,7 +259,8 @@ impl Workflow {
             .filter(|e| matches!(e.status, Status::Provisioned | Status::Exported));
         if let Some(e) = provisioned {
             // The device already holds what the database has for it: verify, and finish.
-            if holds_this_id && !input.permissions.reissue_certificate && self.source.still_valid(e) {
+            if holds_this_id && !input.permissions.reissue_certificate && self.source.still_valid(e)
+            {
                 let d = link.read_digest()?;
                 let digest = hex(&d.digest);
                 if d.provisioned && e.device_digest.as_deref() == Some(digest.as_str()) {
@@ -269,7 +270,16 @@ impl Workflow {
                     emit(Event::Verified {
                         digest: digest.clone(),
                     });
-                    return self.finish(link, input, &registration_id, &serial, &digest, start, started_at, io0);
+                    return self.finish(
+                        link,
+                        input,
+                        &registration_id,
+                        &serial,
+                        &digest,
+                        start,
+                        started_at,
+                        io0,
+                    );
                 }
             }
             if !self.source.reproducible() && !input.permissions.reissue_certificate {
@@ -365,7 +375,16 @@ impl Workflow {
             digest: hex(&expected),
         });
 
-        self.finish(link, input, &registration_id, &serial, &hex(&expected), start, started_at, io0)
+        self.finish(
+            link,
+            input,
+            &registration_id,
+            &serial,
+            &hex(&expected),
+            start,
+            started_at,
+            io0,
+        )
     }
 
     /// Durably mark the device provisioned with its verified digest; only then is it a PASS.

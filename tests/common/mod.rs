@@ -252,3 +252,36 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The swagger's schema, made strict, with exactly the two documented defects worked around:
+/// the 2-character registrationId pattern, and TwinCollection's object-only values.
+pub fn bulk_schema() -> serde_json::Value {
+    let spec: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/dps-service-2021-10-01.json")).unwrap();
+    let mut defs = spec["definitions"].clone();
+    for (name, def) in defs.as_object_mut().unwrap() {
+        let Some(props) = def
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        // Service-filled fields must never be sent.
+        props.retain(|k, v| v.get("readOnly") != Some(&serde_json::json!(true)) && k != "etag");
+        if name == "TwinCollection" {
+            def["additionalProperties"] = serde_json::json!(true);
+        } else {
+            def["additionalProperties"] = serde_json::json!(false);
+        }
+    }
+    defs["IndividualEnrollment"]["properties"]["registrationId"]["pattern"] =
+        serde_json::json!("^[a-z0-9]([a-z0-9._:-]{0,126}[a-z0-9-])?$");
+    serde_json::json!({"$ref": "#/definitions/BulkEnrollmentOperation", "definitions": defs})
+}
+
+pub fn validate(doc: &serde_json::Value) -> Vec<String> {
+    let v = jsonschema::validator_for(&bulk_schema()).unwrap();
+    v.iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
