@@ -3,9 +3,12 @@
 //! 1. station overhead per device (total time minus time waiting on the line) against the
 //!    un-throttled simulator on a real pty, with the real on-disk database;
 //! 2. payload efficiency of writing a 2 KiB record at a simulated 115200 baud;
-//! 3. export of 1,000,000 enrollments (CSV + DPS bulk JSON), and the database size.
+//! 3. export of 1,000,000 enrollments (CSV + DPS bulk JSON), and the database size;
+//! 4. X.509: certificates minted per second (single thread) against one `openssl` process chain
+//!    per device as tutorials do it, and station overhead per device in x509 mode.
 //!
-//! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000).
+//! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
+//! part: `overhead`, `efficiency`, `export` or `x509`.
 
 use provisioning_station::config;
 use provisioning_station::device::link::Link;
@@ -29,11 +32,15 @@ fn env_n(name: &str, default: usize) -> usize {
 }
 
 fn config(dir: &Path) -> config::Config {
+    config_with(dir, "")
+}
+
+fn config_with(dir: &Path, extra: &str) -> config::Config {
     let text = format!(
         "[station]\nid = \"bench\"\nline = \"l1\"\ndatabase = \"station.db\"\nexport_dir = \"exports\"\n\
          [dps]\nid_scope = \"0ne00000001\"\nallocation_policy = \"hashed\"\niot_hubs = [\"hub.azure-devices.net\"]\n\
          [dps.initial_twin.tags]\nenvironment = \"production\"\n\
-         [attestation]\nmode = \"symmetric\"\n[attestation.symmetric]\ngroup_key_file = \"{KEY}\"\n"
+         [attestation]\nmode = \"symmetric\"\n[attestation.symmetric]\ngroup_key_file = \"{KEY}\"\n{extra}"
     );
     let mut c = config::load_str(&text, Path::new("bench.toml")).unwrap();
     c.base_dir = dir.to_path_buf();
@@ -59,12 +66,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn overhead_per_device() {
-    let n = env_n("E2E_DEVICES", 500);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let sim = sim::spawn(SimConfig::new(dir.path().join("flash"))).unwrap();
+    overhead_with(&cfg, dir.path(), "symmetric, group-derived");
+}
+
+fn overhead_with(cfg: &config::Config, dir: &Path, mode: &str) {
+    let n = env_n("E2E_DEVICES", 500);
+    let sim = sim::spawn(SimConfig::new(dir.join("flash"))).unwrap();
     let mut link = link(&sim.path, 115_200);
-    let mut wf = Workflow::new(&cfg).unwrap();
+    let mut wf = Workflow::new(cfg).unwrap();
     let input = DeviceInput::default();
     let (mut total, mut overhead) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
@@ -75,7 +86,7 @@ fn overhead_per_device() {
     total.sort_by(f64::total_cmp);
     overhead.sort_by(f64::total_cmp);
     println!(
-        "station overhead per device ({n} devices, un-throttled pty simulator, on-disk SQLite FULL sync):\n  \
+        "station overhead per device, {mode} ({n} devices, un-throttled pty simulator, on-disk SQLite FULL sync):\n  \
          overhead median {:.3} ms, p99 {:.3} ms; whole device median {:.3} ms, p99 {:.3} ms",
         percentile(&overhead, 0.5),
         percentile(&overhead, 0.99),
@@ -179,13 +190,125 @@ fn export_million() {
     );
 }
 
+fn x509() {
+    use provisioning_station::attestation::x509::{StationCa, init_dev_ca};
+    use provisioning_station::config::{X509KeySource, X509KeyType, X509Section};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    init_dev_ca(&ca_dir).unwrap();
+    let section = |key_type, key_source| X509Section {
+        ca_cert: ca_dir.join("dev-intermediate.pem"),
+        ca_key: ca_dir.join("dev-intermediate.key"),
+        chain: vec![ca_dir.join("dev-root.pem")],
+        key_source,
+        key_type,
+        validity_days: 365,
+    };
+    let rate = |key_type: X509KeyType, n: usize| {
+        let ca = StationCa::load(&section(key_type, X509KeySource::Station), |p| p.to_path_buf()).unwrap();
+        let t = Instant::now();
+        for i in 0..n {
+            ca.mint_with_key(&format!("dev-{i}")).unwrap();
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let csr_rate = |key_type: X509KeyType, n: usize| {
+        let ca = StationCa::load(&section(key_type, X509KeySource::Device), |p| p.to_path_buf()).unwrap();
+        let csrs: Vec<(String, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let id = format!("dev-{i}");
+                let key = key_type.generate().unwrap();
+                let mut p = rcgen::CertificateParams::default();
+                p.distinguished_name.push(rcgen::DnType::CommonName, id.as_str());
+                (id, p.serialize_request(&key).unwrap().der().to_vec())
+            })
+            .collect();
+        let t = Instant::now();
+        for (id, csr) in &csrs {
+            ca.mint_from_csr(csr, id).unwrap();
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    // `with_keygen`: certGen.sh's create_device_certificate (new key, CSR, CA-signed
+    // certificate); without: only signing a CSR the device made (`openssl x509 -req`).
+    let openssl = |key_args: &[&str], n: usize, with_keygen: bool| {
+        let work = dir.path().join("openssl");
+        std::fs::create_dir_all(&work).unwrap();
+        let run = |args: &[&str]| {
+            let st = std::process::Command::new("openssl").args(args).current_dir(&work).output().unwrap();
+            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        };
+        let ca_cert = ca_dir.join("dev-intermediate.pem");
+        let ca_key = ca_dir.join("dev-intermediate.key");
+        let mut genkey = vec!["genpkey", "-out", "dev.key"];
+        genkey.extend_from_slice(key_args);
+        if !with_keygen {
+            run(&genkey);
+            run(&["req", "-new", "-key", "dev.key", "-subj", "/CN=dev", "-out", "dev.csr"]);
+        }
+        let t = Instant::now();
+        for i in 0..n {
+            if with_keygen {
+                run(&genkey);
+                let subj = format!("/CN=dev-{i}");
+                run(&["req", "-new", "-key", "dev.key", "-subj", &subj, "-out", "dev.csr"]);
+            }
+            run(&[
+                "x509", "-req", "-in", "dev.csr", "-CA", ca_cert.to_str().unwrap(), "-CAkey",
+                ca_key.to_str().unwrap(), "-CAcreateserial", "-days", "365", "-sha256", "-out", "dev.pem",
+            ]);
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    };
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    let rsa_args = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let p256 = rate(X509KeyType::P256, 2000);
+    let rsa = rate(X509KeyType::Rsa2048, 40);
+    let csr_p256 = csr_rate(X509KeyType::P256, 2000);
+    let csr_rsa = csr_rate(X509KeyType::Rsa2048, 300);
+    let o_p256 = openssl(&ec, 40, true);
+    let o_rsa = openssl(&rsa_args, 20, true);
+    let o_csr_p256 = openssl(&ec, 40, false);
+    let o_csr_rsa = openssl(&rsa_args, 40, false);
+    println!(
+        "X.509 certificates minted per second, single thread (P-256 development CA), against one openssl \
+         process per step per device:\n  \
+         from a device CSR (station-side: verify + sign), P-256: {csr_p256:.0}/s vs {o_csr_p256:.1}/s = {:.0}x\n  \
+         from a device CSR, RSA-2048: {csr_rsa:.0}/s vs {o_csr_rsa:.1}/s = {:.0}x\n  \
+         station-generated P-256 key + certificate: {p256:.0}/s vs {o_p256:.1}/s = {:.0}x\n  \
+         station-generated RSA-2048 key + certificate: {rsa:.1}/s vs {o_rsa:.1}/s = {:.1}x (RSA key generation dominates both)",
+        csr_p256 / o_csr_p256,
+        csr_rsa / o_csr_rsa,
+        p256 / o_p256,
+        rsa / o_rsa
+    );
+    let extra = format!(
+        "[attestation.x509]\nca_cert = \"{0}/dev-intermediate.pem\"\nca_key = \"{0}/dev-intermediate.key\"\nchain = [\"{0}/dev-root.pem\"]\n",
+        ca_dir.display()
+    );
+    let mut cfg = config_with(dir.path(), &extra);
+    cfg.attestation.mode = config::AttestationMode::X509;
+    overhead_with(&cfg, dir.path(), "x509, P-256 key generated on the device");
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only when
     // asked to bench.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    overhead_per_device();
-    payload_efficiency();
-    export_million();
+    let only = std::env::var("E2E_ONLY").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
+    if run("overhead") {
+        overhead_per_device();
+    }
+    if run("efficiency") {
+        payload_efficiency();
+    }
+    if run("export") {
+        export_million();
+    }
+    if run("x509") {
+        x509();
+    }
 }
