@@ -205,7 +205,10 @@ fn x509() {
         validity_days: 365,
     };
     let rate = |key_type: X509KeyType, n: usize| {
-        let ca = StationCa::load(&section(key_type, X509KeySource::Station), |p| p.to_path_buf()).unwrap();
+        let ca = StationCa::load(&section(key_type, X509KeySource::Station), |p| {
+            p.to_path_buf()
+        })
+        .unwrap();
         let t = Instant::now();
         for i in 0..n {
             ca.mint_with_key(&format!("dev-{i}")).unwrap();
@@ -213,13 +216,17 @@ fn x509() {
         n as f64 / t.elapsed().as_secs_f64()
     };
     let csr_rate = |key_type: X509KeyType, n: usize| {
-        let ca = StationCa::load(&section(key_type, X509KeySource::Device), |p| p.to_path_buf()).unwrap();
+        let ca = StationCa::load(&section(key_type, X509KeySource::Device), |p| {
+            p.to_path_buf()
+        })
+        .unwrap();
         let csrs: Vec<(String, Vec<u8>)> = (0..n)
             .map(|i| {
                 let id = format!("dev-{i}");
                 let key = key_type.generate().unwrap();
                 let mut p = rcgen::CertificateParams::default();
-                p.distinguished_name.push(rcgen::DnType::CommonName, id.as_str());
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, id.as_str());
                 (id, p.serialize_request(&key).unwrap().der().to_vec())
             })
             .collect();
@@ -235,8 +242,16 @@ fn x509() {
         let work = dir.path().join("openssl");
         std::fs::create_dir_all(&work).unwrap();
         let run = |args: &[&str]| {
-            let st = std::process::Command::new("openssl").args(args).current_dir(&work).output().unwrap();
-            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+            let st = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&work)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
         };
         let ca_cert = ca_dir.join("dev-intermediate.pem");
         let ca_key = ca_dir.join("dev-intermediate.key");
@@ -244,18 +259,34 @@ fn x509() {
         genkey.extend_from_slice(key_args);
         if !with_keygen {
             run(&genkey);
-            run(&["req", "-new", "-key", "dev.key", "-subj", "/CN=dev", "-out", "dev.csr"]);
+            run(&[
+                "req", "-new", "-key", "dev.key", "-subj", "/CN=dev", "-out", "dev.csr",
+            ]);
         }
         let t = Instant::now();
         for i in 0..n {
             if with_keygen {
                 run(&genkey);
                 let subj = format!("/CN=dev-{i}");
-                run(&["req", "-new", "-key", "dev.key", "-subj", &subj, "-out", "dev.csr"]);
+                run(&[
+                    "req", "-new", "-key", "dev.key", "-subj", &subj, "-out", "dev.csr",
+                ]);
             }
             run(&[
-                "x509", "-req", "-in", "dev.csr", "-CA", ca_cert.to_str().unwrap(), "-CAkey",
-                ca_key.to_str().unwrap(), "-CAcreateserial", "-days", "365", "-sha256", "-out", "dev.pem",
+                "x509",
+                "-req",
+                "-in",
+                "dev.csr",
+                "-CA",
+                ca_cert.to_str().unwrap(),
+                "-CAkey",
+                ca_key.to_str().unwrap(),
+                "-CAcreateserial",
+                "-days",
+                "365",
+                "-sha256",
+                "-out",
+                "dev.pem",
             ]);
         }
         n as f64 / t.elapsed().as_secs_f64()
