@@ -147,6 +147,8 @@ pub enum Error {
         serial: String,
         registration_id: String,
     },
+    #[error("DPS upload: {message}")]
+    Upload { code: &'static str, message: String },
     #[error("{0}")]
     Usage(String),
 }
@@ -189,6 +191,7 @@ impl Error {
             Error::Ca { code, .. } | Error::Csr { code, .. } => code,
             Error::CnTooLong { .. } => "x509.cn_too_long",
             Error::ReissueNotPermitted { .. } => "x509.reissue_not_permitted",
+            Error::Upload { code, .. } => code,
             Error::Usage(_) => "usage",
         }
     }
@@ -284,6 +287,17 @@ impl Error {
             Error::ReissueNotPermitted { .. } => {
                 "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate."
             }
+            Error::Upload { code, .. } => match *code {
+                "upload.unauthorized" => {
+                    "Check [upload] host, policy_name and the policy key; the station clock must be right."
+                }
+                "upload.not_configured" => {
+                    "Add an [upload] section to station.toml (docs/config.md)."
+                }
+                _ => {
+                    "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped."
+                }
+            },
             Error::Usage(_) => "Run `station help` for the commands and their options.",
         }
     }
@@ -302,7 +316,8 @@ impl Error {
             | Error::SchemaTooNew { .. }
             | Error::File { .. }
             | Error::GroupKeyChanged { .. }
-            | Error::BatchNotFound(_) => ExitClass::Environment,
+            | Error::BatchNotFound(_)
+            | Error::Upload { .. } => ExitClass::Environment,
             _ => ExitClass::Device,
         }
     }

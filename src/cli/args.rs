@@ -25,6 +25,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Export provisioned enrollments as a batch (CSV + DPS bulk JSON).
     Export(ExportArgs),
+    /// Upload exported enrollments to DPS (bulk, rate-limited, resumable); --verify reads them back.
+    Upload(UploadArgs),
     /// List enrollments and counters.
     List(ListArgs),
     /// Print a device key derived from the configured group key.
@@ -111,6 +113,22 @@ pub struct ExportArgs {
     /// List the batches instead of exporting.
     #[arg(long, conflicts_with = "batch")]
     pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Print the requests (signature and keys redacted) instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace enrollments DPS holds with a different attestation (bulk mode "update").
+    #[arg(long)]
+    pub update: bool,
+    /// Read back every uploaded enrollment and compare it with the database.
+    #[arg(long, conflicts_with_all = ["dry_run", "update"])]
+    pub verify: bool,
+    /// Base URL instead of https://<upload.host> (testing, sovereign clouds).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,7 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
         Command::Provision(a) => provision(&config::load(config_path)?, &a, out),
         Command::Simulate(a) => simulate(config_path, &a, out),
         Command::Export(a) => export_cmd(&config::load(config_path)?, &a, out),
+        Command::Upload(a) => upload(&config::load(config_path)?, &a, out),
         Command::List(a) => list(&config::load(config_path)?, &a, out),
         Command::DeriveKey(a) => derive_key(&config::load(config_path)?, &a, out),
         Command::Doctor => Ok(doctor::run(config_path, out)),
@@ -238,6 +239,71 @@ fn export_cmd(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
         }),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn upload(config: &Config, a: &UploadArgs, out: Out) -> Result<ExitCode> {
+    use crate::dps::upload::{self, Dps, UploadEvent, UploadOptions};
+    let section = config.upload.as_ref().ok_or(Error::Upload {
+        code: "upload.not_configured",
+        message: "station.toml has no [upload] section".into(),
+    })?;
+    let mut store = Store::open(&config.database_path())?;
+    let keys = load_keys(config)?;
+    let mut dps = Dps::new(config, section, a.endpoint.as_deref())?;
+    let mut emit = |e: UploadEvent| {
+        out.emit(&e, || match &e {
+            UploadEvent::UploadStarted { endpoint } => format!("uploading to {endpoint}"),
+            UploadEvent::Request { method, url, authorization, body } => format!(
+                "{method} {url}\nAuthorization: {authorization}\n{}",
+                serde_json::to_string_pretty(body).unwrap_or_default()
+            ),
+            UploadEvent::Bulk { request, mode, enrollments, uploaded, conflicts, failed } => format!(
+                "[{request:>5}] {mode}: {enrollments} enrollments, {uploaded} accepted, {conflicts} conflicts, {failed} failed"
+            ),
+            UploadEvent::Retry { reason, wait_ms, attempt, .. } => {
+                format!("retry {attempt} in {wait_ms} ms ({reason})")
+            }
+            UploadEvent::Conflict { registration_id, error_code, error_status } => format!(
+                "CONFLICT {registration_id}: DPS holds a different attestation ({} {}); --update replaces it",
+                error_code.map(|c| c.to_string()).unwrap_or_default(),
+                error_status.as_deref().unwrap_or("")
+            ),
+            UploadEvent::ItemFailed { registration_id, error_code, error_status } => format!(
+                "FAILED {registration_id}: {} {}",
+                error_code.map(|c| c.to_string()).unwrap_or_default(),
+                error_status.as_deref().unwrap_or("")
+            ),
+            UploadEvent::Mismatch { registration_id, problem } => {
+                format!("MISMATCH {registration_id}: {problem}")
+            }
+            UploadEvent::UploadFinished(s) => format!(
+                "{} uploaded, {} conflicts, {} failed, in {} requests",
+                s.uploaded, s.conflicts, s.failed, s.requests
+            ),
+            UploadEvent::VerifyFinished(s) => format!(
+                "{} checked: {} match, {} mismatch, in {} requests",
+                s.checked, s.matched, s.mismatched, s.requests
+            ),
+        })
+    };
+    if a.verify {
+        let s = upload::verify(&mut store, &mut dps, keys.as_ref(), &mut emit)?;
+        return Ok(if s.mismatched == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(ExitClass::Device as u8)
+        });
+    }
+    let opts = UploadOptions {
+        dry_run: a.dry_run,
+        update: a.update,
+    };
+    let s = upload::upload(&mut store, &mut dps, keys.as_ref(), &opts, &mut emit)?;
+    Ok(if s.conflicts == 0 && s.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(ExitClass::Device as u8)
+    })
 }
 
 fn list(config: &Config, a: &ListArgs, out: Out) -> Result<ExitCode> {

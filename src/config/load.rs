@@ -152,6 +152,35 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             Some(_) => {}
         }
     }
+    if let Some(u) = &c.upload {
+        if !is_host_name(&u.host) {
+            return Err(bad(
+                "upload.host",
+                format!(
+                    "expected the DPS service host (name.azure-devices-provisioning.net), got `{}`",
+                    u.host
+                ),
+            ));
+        }
+        if u.policy_key_file.is_none() && u.policy_key_env.is_none() {
+            return Err(bad(
+                "upload.policy_name",
+                "the policy key must come from policy_key_file or policy_key_env (never inline)",
+            ));
+        }
+        if u.rate_per_minute == 0 || u.rate_per_minute > 1000 {
+            return Err(bad(
+                "upload.rate_per_minute",
+                "expected 1 to 1000 calls per minute (the DPS quota is 1,000 operations per minute)",
+            ));
+        }
+        if u.token_lifetime_s < 60 {
+            return Err(bad(
+                "upload.token_lifetime_s",
+                "expected at least 60 seconds",
+            ));
+        }
+    }
     let port = c.serial.port.as_str();
     if port != "sim" && port != "auto" && !port.starts_with('/') {
         return Err(bad(

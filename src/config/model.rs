@@ -16,6 +16,8 @@ pub struct Config {
     pub serial: SerialSection,
     #[serde(default)]
     pub simulator: SimulatorSection,
+    #[serde(default)]
+    pub upload: Option<UploadSection>,
     /// Directory of the file this was loaded from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -348,4 +350,49 @@ impl Config {
     pub fn export_dir(&self) -> PathBuf {
         self.resolve(&self.station.export_dir)
     }
+}
+
+/// `[upload]`: the DPS service API the station uploads enrollments to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadSection {
+    /// The DPS instance's service host, e.g. `my-dps.azure-devices-provisioning.net`.
+    pub host: String,
+    /// Shared access policy name.
+    #[serde(default = "default_policy_name")]
+    pub policy_name: String,
+    /// File holding the policy's base64 key (never the key itself in this file).
+    #[serde(default)]
+    pub policy_key_file: Option<PathBuf>,
+    /// Environment variable holding the policy key; wins over the file when set.
+    #[serde(default)]
+    pub policy_key_env: Option<String>,
+    /// Lifetime of each SAS token; tokens are renewed before they expire.
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime_s: u64,
+    /// Bulk calls per minute at most (DPS allows 1,000 service operations per minute).
+    #[serde(default = "default_rate_per_minute")]
+    pub rate_per_minute: u32,
+    /// Give up retrying a call (429, 5xx, network) after this long.
+    #[serde(default = "default_give_up")]
+    pub give_up_after_s: u64,
+    /// Timeout of one HTTP request.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: u64,
+}
+
+fn default_policy_name() -> String {
+    "provisioningserviceowner".into()
+}
+fn default_token_lifetime() -> u64 {
+    3600
+}
+fn default_rate_per_minute() -> u32 {
+    600
+}
+fn default_give_up() -> u64 {
+    300
+}
+fn default_request_timeout() -> u64 {
+    30
 }

@@ -290,7 +290,7 @@ fn write_json(
 
 /// The enrollment's attestation: its certificate, its stored individual keys, or keys
 /// re-derived from the group key the enrollment was provisioned with.
-fn attestation<'a>(
+pub(crate) fn attestation<'a>(
     e: &AttestationRow<'a>,
     keys: Option<&SymmetricKeySource>,
     derived: &'a mut String,

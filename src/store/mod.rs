@@ -9,8 +9,10 @@
 
 mod enrollments;
 mod schema;
+mod uploads;
 
 pub use enrollments::*;
+pub use uploads::*;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

@@ -109,6 +109,22 @@ const MIGRATIONS: &[&str] = &[
          AND NOT EXISTS (SELECT 1 FROM superseded_enrollments s WHERE s.export_seq = OLD.export_seq)
         BEGIN SELECT RAISE(ABORT, 'a provisioned enrollment is never modified'); END;
     "#,
+    // 2 -> 3: what DPS accepted, per enrollment version (export_seq).
+    r#"
+    CREATE TABLE uploads (
+        export_seq      INTEGER PRIMARY KEY,
+        registration_id TEXT NOT NULL COLLATE NOCASE,
+        status          TEXT NOT NULL CHECK (status IN ('uploaded', 'conflict', 'failed')),
+        mode            TEXT NOT NULL,
+        error_code      INTEGER,
+        error_status    TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 1,
+        updated_at      TEXT NOT NULL,
+        verified_at     TEXT,
+        verify_result   TEXT
+    );
+    CREATE INDEX uploads_status ON uploads(status);
+    "#,
 ];
 
 /// The schema version this binary writes.

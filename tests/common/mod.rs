@@ -2,6 +2,8 @@
 //! `station` binary, and the device simulator as a separate process on a real pty.
 #![allow(dead_code)]
 
+pub mod dps_server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

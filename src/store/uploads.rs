@@ -1,0 +1,189 @@
+//! Upload bookkeeping: which enrollment versions DPS accepted, refused, or holds differently.
+//!
+//! Keyed by `export_seq`, so a re-issued enrollment (a new version) is uploaded again. Results
+//! are recorded durably after each bulk call, so an interrupted upload resumes where it
+//! stopped and nothing DPS did not accept is marked uploaded.
+
+use super::{Store, now};
+use crate::error::Result;
+use rusqlite::{TransactionBehavior, params};
+use serde::Serialize;
+
+/// An exported enrollment version DPS has not yet accepted.
+#[derive(Debug, Clone)]
+pub struct UploadCandidate {
+    pub export_seq: i64,
+    pub registration_id: String,
+    pub attestation_type: String,
+    pub primary_key: Option<String>,
+    pub secondary_key: Option<String>,
+    pub group_key_id: Option<String>,
+    pub certificate: Option<String>,
+    pub cert_thumbprint: Option<String>,
+    /// The DPS options of the batch the version was exported in.
+    pub batch: String,
+}
+
+/// What DPS said of one enrollment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadStatus {
+    Uploaded,
+    Conflict,
+    Failed,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Uploaded => "uploaded",
+            UploadStatus::Conflict => "conflict",
+            UploadStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One result to record.
+#[derive(Debug, Clone)]
+pub struct UploadResult<'a> {
+    pub export_seq: i64,
+    pub registration_id: &'a str,
+    pub status: UploadStatus,
+    pub mode: &'a str,
+    pub error_code: Option<i64>,
+    pub error_status: Option<&'a str>,
+}
+
+/// Upload counters.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct UploadCounts {
+    pub uploaded: i64,
+    pub conflict: i64,
+    pub failed: i64,
+    /// Exported versions with no successful upload yet.
+    pub not_uploaded: i64,
+}
+
+fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadCandidate> {
+    Ok(UploadCandidate {
+        export_seq: r.get(0)?,
+        registration_id: r.get(1)?,
+        attestation_type: r.get(2)?,
+        primary_key: r.get(3)?,
+        secondary_key: r.get(4)?,
+        group_key_id: r.get(5)?,
+        certificate: r.get(6)?,
+        cert_thumbprint: r.get(7)?,
+        batch: r.get(8)?,
+    })
+}
+
+const CANDIDATE_COLUMNS: &str = "e.export_seq, e.registration_id, e.attestation_type, e.primary_key, \
+    e.secondary_key, e.group_key_id, e.public_material, e.cert_thumbprint, \
+    (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq)";
+
+impl Store {
+    /// Up to `limit` exported current enrollment versions after `after_seq` that DPS has not
+    /// accepted yet (never uploaded, conflicting or failed), in export order.
+    pub fn upload_candidates(&self, after_seq: i64, limit: u32) -> Result<Vec<UploadCandidate>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM enrollments e \
+                 WHERE e.export_seq > ?1 \
+                   AND e.export_seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM batches) \
+                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.export_seq = e.export_seq AND u.status = 'uploaded') \
+                 ORDER BY e.export_seq LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![after_seq, limit], candidate)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` uploaded current enrollment versions after `after_seq` (for `--verify`).
+    pub fn uploaded(&self, after_seq: i64, limit: u32) -> Result<Vec<UploadCandidate>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM enrollments e JOIN uploads u ON u.export_seq = e.export_seq \
+                 WHERE e.export_seq > ?1 AND u.status = 'uploaded' ORDER BY e.export_seq LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![after_seq, limit], candidate)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Durably record the results of one bulk call.
+    pub fn record_uploads(&mut self, results: &[UploadResult<'_>]) -> Result<()> {
+        let path = self.path().to_string();
+        let e = |e: rusqlite::Error| crate::error::Error::from(e).in_database(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO uploads (export_seq, registration_id, status, mode, error_code, error_status, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (export_seq) DO UPDATE SET status = excluded.status, mode = excluded.mode, \
+                        error_code = excluded.error_code, error_status = excluded.error_status, \
+                        attempts = attempts + 1, updated_at = excluded.updated_at",
+                )
+                .map_err(e)?;
+            let t = now();
+            for r in results {
+                stmt.execute(params![
+                    r.export_seq,
+                    r.registration_id,
+                    r.status.as_str(),
+                    r.mode,
+                    r.error_code,
+                    r.error_status,
+                    t
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Record what `--verify` found for one enrollment version.
+    pub fn record_verification(&mut self, export_seq: i64, result: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET verified_at = ?2, verify_result = ?3 WHERE export_seq = ?1",
+                params![export_seq, now(), result],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Upload counters over current enrollment versions.
+    pub fn upload_counts(&self) -> Result<UploadCounts> {
+        let q = |sql: &str| -> Result<i64> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
+        let count = |status: &str| {
+            q(&format!(
+                "SELECT count(*) FROM uploads u JOIN enrollments e ON e.export_seq = u.export_seq WHERE u.status = '{status}'"
+            ))
+        };
+        let uploaded = count("uploaded")?;
+        let exported_current = self.counts()?.exported;
+        Ok(UploadCounts {
+            uploaded,
+            conflict: count("conflict")?,
+            failed: count("failed")?,
+            not_uploaded: exported_current - uploaded,
+        })
+    }
+}
