@@ -7,8 +7,11 @@
 //! 4. X.509: certificates minted per second (single thread) against one `openssl` process chain
 //!    per device as tutorials do it, and station overhead per device in x509 mode.
 //!
+//! 5. upload to a local server playing DPS: enrollments per minute at the default rate limit,
+//!    and the request count for 10,000 enrollments.
+//!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
-//! part: `overhead`, `efficiency`, `export` or `x509`.
+//! part: `overhead`, `efficiency`, `export`, `x509` or `upload`.
 
 use provisioning_station::config;
 use provisioning_station::device::link::Link;
@@ -21,6 +24,9 @@ use provisioning_station::store::Store;
 use provisioning_station::workflow::{DeviceInput, Workflow};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
 
@@ -128,37 +134,104 @@ fn payload_efficiency() {
     );
 }
 
+/// Fill the database with `n` provisioned enrollments (group-derived keys) directly.
+fn fill(db: &Path, n: i64, key_id: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
+    conn.execute(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) \
+         INSERT INTO enrollments (registration_id, device_serial, firmware, model, attestation_type, \
+            key_source, group_key_id, device_digest, status, station, line, operator, created_at, \
+            updated_at, provisioned_at, export_seq) \
+         SELECT printf('dev-%08d', x), printf('SN%08d', x), '1.4.2', 'sensor-x', 'symmetricKey', \
+            'group-derived', ?2, lower(hex(randomblob(32))), 'provisioned', 'bench', 'l1', 'op-1', \
+            '2026-11-29T18:00:00Z', '2026-11-29T18:00:00Z', '2026-11-29T18:00:00Z', x FROM c",
+        rusqlite::params![n, key_id],
+    )
+    .unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+}
+
+fn keys_of(
+    cfg: &config::Config,
+) -> provisioning_station::attestation::symmetric::SymmetricKeySource {
+    provisioning_station::attestation::symmetric::SymmetricKeySource::load(
+        cfg.attestation.symmetric.as_ref().unwrap(),
+        |p| cfg.resolve(p),
+    )
+    .unwrap()
+}
+
+fn upload() {
+    use provisioning_station::config::UploadSection;
+    use provisioning_station::dps::upload::{self, Dps, UploadOptions};
+    let run = |n: i64, rate_per_minute: u32| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let keys = keys_of(&cfg);
+        let db = dir.path().join("station.db");
+        let mut store = Store::open(&db).unwrap();
+        fill(&db, n, keys.primary.as_ref().unwrap().id());
+        export::export_new(
+            &mut store,
+            "bench",
+            &DpsOptions::from_config(&cfg.dps),
+            Some(&keys),
+            &dir.path().join("x"),
+        )
+        .unwrap();
+        let server = common::dps_server::FakeDps::start();
+        let key_file = dir.path().join("policy.txt");
+        std::fs::write(&key_file, common::dps_server::POLICY_KEY).unwrap();
+        let section = UploadSection {
+            host: "bench-dps.azure-devices-provisioning.net".into(),
+            policy_name: common::dps_server::POLICY.into(),
+            policy_key_file: Some(key_file),
+            policy_key_env: None,
+            token_lifetime_s: 3600,
+            rate_per_minute,
+            give_up_after_s: 60,
+            request_timeout_s: 30,
+        };
+        let mut dps = Dps::new(&cfg, &section, Some(&server.url)).unwrap();
+        let t = Instant::now();
+        let s = upload::upload(
+            &mut store,
+            &mut dps,
+            Some(&keys),
+            &UploadOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let held = server.state.lock().unwrap().enrollments.len();
+        assert_eq!((s.uploaded, held), (n as usize, n as usize));
+        (s.requests, n as f64 * 60.0 / secs)
+    };
+    let default_rate = config::DEFAULT_UPLOAD_RATE_PER_MINUTE;
+    let (req_2k, per_min) = run(2000, default_rate);
+    println!(
+        "upload to a local fake DPS (SAS checked, every body validated against the swagger):\n  \
+         default rate limit ({default_rate} calls/min): {per_min:.0} enrollments/min (2,000 enrollments, {req_2k} calls)"
+    );
+    let (req_10k, per_min) = run(10_000, 60_000);
+    println!(
+        "  10,000 enrollments: {req_10k} calls (⌈N/10⌉ = 1000), {per_min:.0} enrollments/min with the limit lifted"
+    );
+}
+
 fn export_million() {
     let n = env_n("E2E_EXPORT", 1_000_000) as i64;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let db = dir.path().join("station.db");
     let mut store = Store::open(&db).unwrap();
-    let keys = provisioning_station::attestation::symmetric::SymmetricKeySource::load(
-        cfg.attestation.symmetric.as_ref().unwrap(),
-        |p| cfg.resolve(p),
-    )
-    .unwrap();
+    let keys = keys_of(&cfg);
     let key_id = keys.primary.as_ref().unwrap().id().to_string();
     let t = Instant::now();
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
-        conn.execute(
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) \
-             INSERT INTO enrollments (registration_id, device_serial, firmware, model, attestation_type, \
-                key_source, group_key_id, device_digest, status, station, line, operator, created_at, \
-                updated_at, provisioned_at, export_seq) \
-             SELECT printf('dev-%08d', x), printf('SN%08d', x), '1.4.2', 'sensor-x', 'symmetricKey', \
-                'group-derived', ?2, lower(hex(randomblob(32))), 'provisioned', 'bench', 'l1', 'op-1', \
-                '2026-11-29T18:00:00Z', '2026-11-29T18:00:00Z', '2026-11-29T18:00:00Z', x FROM c",
-            rusqlite::params![n, key_id],
-        )
-        .unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-    }
-    let fill = t.elapsed();
+    fill(&db, n, &key_id);
+    let filled = t.elapsed();
     let db_size = std::fs::metadata(&db).unwrap().len();
     let out = dir.path().join("exports");
     let options = DpsOptions::from_config(&cfg.dps);
@@ -183,7 +256,7 @@ fn export_million() {
         times[1],
         db_size as f64 / 1048576.0,
         db_size as f64 / n as f64,
-        fill.as_secs_f64(),
+        filled.as_secs_f64(),
         csv as f64 / 1048576.0,
         json as f64 / 1048576.0,
         s.bulk_operations
@@ -341,5 +414,8 @@ fn main() {
     }
     if run("x509") {
         x509();
+    }
+    if run("upload") {
+        upload();
     }
 }

@@ -387,8 +387,11 @@ fn default_policy_name() -> String {
 fn default_token_lifetime() -> u64 {
     3600
 }
+/// Default of `upload.rate_per_minute`: well below DPS's 1,000 operations per minute.
+pub const DEFAULT_UPLOAD_RATE_PER_MINUTE: u32 = 600;
+
 fn default_rate_per_minute() -> u32 {
-    600
+    DEFAULT_UPLOAD_RATE_PER_MINUTE
 }
 fn default_give_up() -> u64 {
     300
