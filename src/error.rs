@@ -147,6 +147,13 @@ pub enum Error {
         serial: String,
         registration_id: String,
     },
+    #[error("{message}")]
+    Tpm { code: &'static str, message: String },
+    #[error("this TPM's EK is already enrolled as `{enrolled}`; refusing to enroll it again as `{registration_id}`")]
+    DuplicateEk {
+        registration_id: String,
+        enrolled: String,
+    },
     #[error("DPS upload: {message}")]
     Upload { code: &'static str, message: String },
     #[error("{0}")]
@@ -191,7 +198,8 @@ impl Error {
             Error::Ca { code, .. } | Error::Csr { code, .. } => code,
             Error::CnTooLong { .. } => "x509.cn_too_long",
             Error::ReissueNotPermitted { .. } => "x509.reissue_not_permitted",
-            Error::Upload { code, .. } => code,
+            Error::Upload { code, .. } | Error::Tpm { code, .. } => code,
+            Error::DuplicateEk { .. } => "tpm.duplicate_ek",
             Error::Usage(_) => "usage",
         }
     }
@@ -286,6 +294,18 @@ impl Error {
             }
             Error::ReissueNotPermitted { .. } => {
                 "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate."
+            }
+            Error::Tpm { code, .. } => match *code {
+                "tpm.unreachable" => "Check the fixture's TPM connection and the tcti in station.toml.",
+                "tpm.ek_cert_missing" | "tpm.ek_cert_invalid" => {
+                    "Set the device aside: its TPM's EK certificate does not prove a genuine TPM from a configured manufacturer."
+                }
+                "tpm.roots_unreadable" => "Check the ek_roots files in [attestation.tpm].",
+                "tpm.persist_failed" => "The TPM refused to persist the EK; call an engineer.",
+                _ => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
+            },
+            Error::DuplicateEk { .. } => {
+                "Two devices report the same EK: set this device aside and report it to the TPM supplier."
             }
             Error::Upload { code, .. } => match *code {
                 "upload.unauthorized" => {

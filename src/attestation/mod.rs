@@ -7,6 +7,7 @@
 
 pub mod registration_id;
 pub mod symmetric;
+pub mod tpm;
 pub mod x509;
 
 use crate::config::{Config, SymmetricKeys};
@@ -21,6 +22,8 @@ pub enum AttestationKind {
     SymmetricKey,
     #[serde(rename = "x509")]
     X509,
+    #[serde(rename = "tpm")]
+    Tpm,
 }
 
 impl AttestationKind {
@@ -29,6 +32,7 @@ impl AttestationKind {
         match self {
             AttestationKind::SymmetricKey => "symmetricKey",
             AttestationKind::X509 => "x509",
+            AttestationKind::Tpm => "tpm",
         }
     }
 
@@ -37,6 +41,7 @@ impl AttestationKind {
         match s {
             "symmetricKey" => Some(AttestationKind::SymmetricKey),
             "x509" => Some(AttestationKind::X509),
+            "tpm" => Some(AttestationKind::Tpm),
             _ => None,
         }
     }
@@ -87,6 +92,30 @@ pub struct Credential {
     pub fingerprint: String,
     /// The minted device certificate (X.509).
     pub certificate: Option<x509::Minted>,
+    /// The TPM's endorsement key and its certificate status (TPM).
+    pub tpm: Option<tpm::TpmMaterial>,
+    /// Things the operator should know that did not fail the device.
+    pub warnings: Vec<String>,
+}
+
+/// What a source learned from the device before the registration ID is formed.
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// The registration ID the credential dictates (TPM: derived from the EK).
+    pub registration_id: Option<String>,
+    pub tpm: Option<tpm::TpmMaterial>,
+    pub warnings: Vec<String>,
+}
+
+/// An EK as a device reports it over READ_EK.
+#[derive(Debug, Clone)]
+pub struct ReportedEk {
+    /// TPM2B_PUBLIC of the EK.
+    pub public: Vec<u8>,
+    /// EK certificate (DER), if the TPM has one.
+    pub certificate: Option<Vec<u8>>,
+    /// TPM2B_PUBLIC of the SRK, if asked for and present.
+    pub srk: Option<Vec<u8>>,
 }
 
 /// What a credential source may ask of the device in the fixture.
@@ -94,6 +123,9 @@ pub trait DeviceOps {
     /// Have the device generate a key pair (kept until COMMIT) and return a PKCS#10 CSR (DER)
     /// with `common_name` as its subject CN.
     fn generate_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>>;
+
+    /// Have the device read its TPM's endorsement key (`ek_type` as in READ_EK).
+    fn read_ek(&mut self, ek_type: u8) -> Result<ReportedEk>;
 }
 
 /// One attestation kind's way of obtaining a device credential.
@@ -107,7 +139,14 @@ pub trait CredentialSource: Send {
         registration_id: &str,
         existing: Option<&Enrollment>,
         device: &mut dyn DeviceOps,
+        inspection: Option<&Inspection>,
     ) -> Result<Credential>;
+
+    /// Read from the device what the credential is bound to, before the registration ID is
+    /// formed (TPM: the EK, which may dictate the registration ID).
+    fn inspect(&self, _device: &mut dyn DeviceOps) -> Result<Option<Inspection>> {
+        Ok(None)
+    }
 
     /// Whether `existing` (a provisioned enrollment) is still good enough to keep when the
     /// device holds it (e.g. its certificate is from this CA and unexpired).
@@ -145,6 +184,14 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
                 config.resolve(p)
             })?))
         }
+        crate::config::AttestationMode::Tpm => {
+            let section = config
+                .attestation
+                .tpm
+                .as_ref()
+                .ok_or_else(|| Error::Usage("[attestation.tpm] is missing".into()))?;
+            Ok(Box::new(tpm::TpmSource::load(section, |p| config.resolve(p))?))
+        }
     }
 }
 
@@ -158,6 +205,7 @@ impl CredentialSource for x509::StationCa {
         registration_id: &str,
         _existing: Option<&Enrollment>,
         device: &mut dyn DeviceOps,
+        _inspection: Option<&Inspection>,
     ) -> Result<Credential> {
         if registration_id.len() > x509::MAX_CN {
             return Err(Error::CnTooLong {
@@ -200,6 +248,8 @@ impl CredentialSource for x509::StationCa {
             group_key_id: None,
             fingerprint: minted.thumbprint[..8].to_string(),
             certificate: Some(minted),
+            tpm: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -235,6 +285,7 @@ impl CredentialSource for symmetric::SymmetricKeySource {
         registration_id: &str,
         existing: Option<&Enrollment>,
         _device: &mut dyn DeviceOps,
+        _inspection: Option<&Inspection>,
     ) -> Result<Credential> {
         let (primary, secondary, stored, group_key_id) = match self.mode {
             SymmetricKeys::GroupDerived => {
@@ -290,6 +341,8 @@ impl CredentialSource for symmetric::SymmetricKeySource {
             group_key_id,
             fingerprint,
             certificate: None,
+            tpm: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -300,6 +353,81 @@ impl CredentialSource for symmetric::SymmetricKeySource {
                 .primary
                 .as_ref()
                 .is_some_and(|g| existing.group_key_id.as_deref() == Some(g.id()))
+    }
+
+    fn reproducible(&self) -> bool {
+        true
+    }
+}
+
+impl CredentialSource for tpm::TpmSource {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::Tpm
+    }
+
+    fn inspect(&self, device: &mut dyn DeviceOps) -> Result<Option<Inspection>> {
+        use crate::config::{TpmReach, TpmRegistrationId};
+        let s = &self.section;
+        let reading = match s.source {
+            TpmReach::Tcti => tpm::read_ek_tcti(
+                s.tcti.as_deref().unwrap_or_default(),
+                s.ek_type,
+                s.persist_ek,
+                s.include_srk,
+            )?,
+            TpmReach::Device => {
+                let r = device.read_ek(s.ek_type.code())?;
+                tpm::EkReading {
+                    public: r.public,
+                    certificate: r.certificate,
+                    srk: if s.include_srk { r.srk } else { None },
+                    origin: "device",
+                }
+            }
+        };
+        let (material, warnings) = tpm::check(&reading, s.ek_certificate, &self.roots)?;
+        Ok(Some(Inspection {
+            registration_id: (s.registration_id == TpmRegistrationId::Ek)
+                .then(|| tpm::registration_id(&reading.public)),
+            tpm: Some(material),
+            warnings,
+        }))
+    }
+
+    fn obtain(
+        &self,
+        _registration_id: &str,
+        _existing: Option<&Enrollment>,
+        _device: &mut dyn DeviceOps,
+        inspection: Option<&Inspection>,
+    ) -> Result<Credential> {
+        use base64::Engine;
+        let material = inspection
+            .and_then(|i| i.tpm.clone())
+            .ok_or_else(|| Error::Usage("TPM credential without an EK reading".into()))?;
+        let ek = base64::engine::general_purpose::STANDARD
+            .decode(&material.endorsement_key)
+            .expect("we encoded it");
+        Ok(Credential {
+            kind: AttestationKind::Tpm,
+            key_source: "tpm",
+            records: vec![
+                (RecordId::CredentialType, SecretBytes(vec![CredentialType::Tpm as u8])),
+                (RecordId::Credential, SecretBytes(ek)),
+            ],
+            stored_primary: None,
+            stored_secondary: None,
+            group_key_id: None,
+            fingerprint: material.ek_hash[..8].to_string(),
+            certificate: None,
+            warnings: inspection.map(|i| i.warnings.clone()).unwrap_or_default(),
+            tpm: Some(material),
+        })
+    }
+
+    fn still_valid(&self, _existing: &Enrollment) -> bool {
+        // The digest covers the EK: a device holding its recorded digest holds its EK.
+        true
     }
 
     fn reproducible(&self) -> bool {

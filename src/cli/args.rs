@@ -36,6 +36,26 @@ pub enum Command {
     /// Certificate authority tools.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// TPM bring-up tools.
+    #[command(subcommand)]
+    Tpm(TpmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TpmCommand {
+    /// Read one TPM's EK and print it (DPS encoding), its registration ID and certificate status.
+    Read {
+        /// TCTI (default: [attestation.tpm] tcti), e.g. swtpm:host=127.0.0.1,port=2321.
+        #[arg(long, value_name = "TCTI")]
+        tcti: Option<String>,
+        /// EK type: rsa2048 or ecc-p256 (default: [attestation.tpm] ek_type).
+        #[arg(long, value_parser = ["rsa2048", "ecc-p256"])]
+        ek_type: Option<String>,
+        /// PEM bundle of TPM manufacturer roots to verify the EK certificate (repeatable;
+        /// default: [attestation.tpm] ek_roots).
+        #[arg(long = "roots", value_name = "FILE")]
+        roots: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +120,9 @@ pub struct SimulateArgs {
     /// Apply faults only to the Nth device of this run.
     #[arg(long, value_name = "N")]
     pub fault_device: Option<u32>,
+    /// The simulated devices' TPM, reached through this TCTI, answers READ_EK.
+    #[arg(long, value_name = "TCTI")]
+    pub tpm: Option<String>,
 }
 
 #[derive(Debug, Args)]

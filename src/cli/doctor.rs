@@ -95,6 +95,16 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
         attestation::source_from_config(c).map(|s| {
             let mut d = match s.kind() {
                 attestation::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
+                attestation::AttestationKind::Tpm => match &c.attestation.tpm {
+                    Some(t) => match t.tcti.as_deref().filter(|_| t.source == crate::config::TpmReach::Tcti) {
+                        Some(tcti) => match attestation::tpm::probe(tcti) {
+                            Ok(()) => format!("TPM at `{tcti}` answers; EK root bundle loads"),
+                            Err(e) => format!("EK root bundle loads; warning: [{}] {e}", e.code()),
+                        },
+                        None => "EK root bundle loads; the device reports its EK over serial".to_string(),
+                    },
+                    None => String::new(),
+                },
                 attestation::AttestationKind::X509 => {
                     "station CA loads: key matches, CA with keyCertSign, valid beyond the device certificates, chain verifies"
                         .to_string()

@@ -50,7 +50,81 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
         Command::DeriveKey(a) => derive_key(&config::load(config_path)?, &a, out),
         Command::Doctor => Ok(doctor::run(config_path, out)),
         Command::Ca(CaCommand::Init { dev }) => ca_init(&dev, out),
+        Command::Tpm(TpmCommand::Read {
+            tcti,
+            ek_type,
+            roots,
+        }) => tpm_read(config_path, tcti, ek_type, roots, out),
     }
+}
+
+fn tpm_read(
+    config_path: Option<&std::path::Path>,
+    tcti: Option<String>,
+    ek_type: Option<String>,
+    roots: Vec<std::path::PathBuf>,
+    out: Out,
+) -> Result<ExitCode> {
+    use crate::attestation::tpm;
+    use crate::config::{EkCertPolicy, TpmEkType};
+    // Flags first; what is missing comes from [attestation.tpm] when a config is at hand.
+    let config = if tcti.is_none() || ek_type.is_none() {
+        config::load(config_path).ok()
+    } else {
+        None
+    };
+    let section = config.as_ref().and_then(|c| c.attestation.tpm.clone());
+    let tcti = tcti
+        .or_else(|| section.as_ref().and_then(|s| s.tcti.clone()))
+        .ok_or_else(|| Error::Usage("give --tcti (no [attestation.tpm] tcti is configured)".into()))?;
+    let ek_type = match ek_type.as_deref() {
+        Some("ecc-p256") => TpmEkType::EccP256,
+        Some(_) => TpmEkType::Rsa2048,
+        None => section.as_ref().map(|s| s.ek_type).unwrap_or_default(),
+    };
+    let roots = if roots.is_empty() {
+        match (&section, &config) {
+            (Some(s), Some(c)) => tpm::load_roots(&s.ek_roots, |p| c.resolve(p))?,
+            _ => Vec::new(),
+        }
+    } else {
+        tpm::load_roots(&roots, |p| p.to_path_buf())?
+    };
+    let reading = tpm::read_ek_tcti(&tcti, ek_type, false, true)?;
+    let policy = if roots.is_empty() { EkCertPolicy::Off } else { EkCertPolicy::Warn };
+    let (material, _) = tpm::check(&reading, policy, &roots)?;
+    let cert_status = if roots.is_empty() && reading.certificate.is_some() {
+        "present, not verified (no roots given)".to_string()
+    } else if roots.is_empty() {
+        "missing".to_string()
+    } else {
+        material.ek_cert_status.clone()
+    };
+    let id = tpm::registration_id(&reading.public);
+    out.emit(
+        &serde_json::json!({
+            "endorsement_key": material.endorsement_key,
+            "storage_root_key": material.storage_root_key,
+            "registration_id": id,
+            "ek_origin": reading.origin,
+            "ek_certificate": cert_status,
+            "ek_certificate_issuer": material.ek_cert_issuer,
+        }),
+        || {
+            format!(
+                "TPM at {tcti}\n  EK ({}, {} bytes TPM2B_PUBLIC): {}\n  registration ID: {id}\n  EK certificate: {cert_status}{}",
+                reading.origin,
+                reading.public.len(),
+                material.endorsement_key,
+                material
+                    .ek_cert_issuer
+                    .as_deref()
+                    .map(|i| format!(" (issuer {i})"))
+                    .unwrap_or_default()
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ca_init(dir: &std::path::Path, out: Out) -> Result<ExitCode> {
@@ -163,6 +237,7 @@ fn simulate(config_path: Option<&std::path::Path>, a: &SimulateArgs, out: Out) -
     sc.max_body = a.max_body;
     sc.firmware = a.firmware.clone();
     sc.fault_device = a.fault_device;
+    sc.tpm = a.tpm.clone();
     for f in &a.faults {
         sc.faults.add(f).map_err(Error::Usage)?;
     }

@@ -78,6 +78,7 @@ fn event_text(e: &Event) -> String {
         } => {
             format!("[credential] {attestation} ({key_source}), fingerprint {fingerprint}")
         }
+        Event::Warning { message } => format!("[warning]    {message}"),
         Event::Recorded { .. } => "[record]     enrollment recorded as pending".into(),
         Event::AlreadyProvisioned { .. } => {
             "[write]      device already holds this identity; nothing rewritten".into()

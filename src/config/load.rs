@@ -116,7 +116,7 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
         ));
     }
     match c.attestation.mode {
-        AttestationMode::X509 => {}
+        AttestationMode::X509 | AttestationMode::Tpm => {}
         AttestationMode::Symmetric => {
             let Some(s) = &c.attestation.symmetric else {
                 return Err(bad(
@@ -178,6 +178,26 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             return Err(bad(
                 "upload.token_lifetime_s",
                 "expected at least 60 seconds",
+            ));
+        }
+    }
+    if c.attestation.mode == AttestationMode::Tpm {
+        let Some(t) = &c.attestation.tpm else {
+            return Err(bad(
+                "attestation.mode",
+                "mode \"tpm\" needs an [attestation.tpm] section",
+            ));
+        };
+        if t.source == TpmReach::Tcti && t.tcti.as_deref().is_none_or(str::is_empty) {
+            return Err(bad(
+                "attestation.tpm.source",
+                "source = \"tcti\" needs tcti, e.g. \"device:/dev/tpmrm0\" or \"swtpm:host=127.0.0.1,port=2321\"",
+            ));
+        }
+        if t.ek_certificate != EkCertPolicy::Off && t.ek_roots.is_empty() {
+            return Err(bad(
+                "attestation.tpm.ek_certificate",
+                "checking EK certificates needs ek_roots (the TPM manufacturers' root bundle), or ek_certificate = \"off\"",
             ));
         }
     }

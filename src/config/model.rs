@@ -149,6 +149,8 @@ pub struct AttestationSection {
     pub symmetric: Option<SymmetricSection>,
     #[serde(default)]
     pub x509: Option<X509Section>,
+    #[serde(default)]
+    pub tpm: Option<TpmSection>,
 }
 
 /// The attestation kind.
@@ -157,6 +159,77 @@ pub struct AttestationSection {
 pub enum AttestationMode {
     Symmetric,
     X509,
+    Tpm,
+}
+
+/// `[attestation.tpm]`: where the device's TPM is reached and how its EK is checked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmSection {
+    #[serde(default)]
+    pub source: TpmReach,
+    /// TCTI of the fixture's TPM connection (`source = "tcti"`).
+    #[serde(default)]
+    pub tcti: Option<String>,
+    #[serde(default)]
+    pub ek_type: TpmEkType,
+    /// Permission to persist a newly created EK at 0x81010001.
+    #[serde(default)]
+    pub persist_ek: bool,
+    #[serde(default)]
+    pub registration_id: TpmRegistrationId,
+    #[serde(default)]
+    pub ek_certificate: EkCertPolicy,
+    /// PEM bundles of TPM manufacturer roots and intermediates.
+    #[serde(default)]
+    pub ek_roots: Vec<PathBuf>,
+    /// Also enroll the SRK at 0x81000001 as `storageRootKey`.
+    #[serde(default)]
+    pub include_srk: bool,
+}
+
+/// Where the station reads the EK.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TpmReach {
+    /// The fixture exposes the device's TPM to the station (a TCTI).
+    #[default]
+    Tcti,
+    /// The device reads its own TPM and reports over serial (READ_EK).
+    Device,
+}
+
+/// EK algorithm.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TpmEkType {
+    #[default]
+    Rsa2048,
+    EccP256,
+}
+
+/// How the registration ID of a TPM device is formed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TpmRegistrationId {
+    /// As the Azure C SDK derives it from the EK.
+    #[default]
+    Ek,
+    /// The `[registration]` template.
+    Template,
+}
+
+/// What a missing or failing EK certificate does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EkCertPolicy {
+    /// Fail the device.
+    #[default]
+    Require,
+    /// Pass the device, record a warning.
+    Warn,
+    /// Do not check.
+    Off,
 }
 
 /// `[attestation.x509]`: the station's issuing CA and the device certificate profile.

@@ -80,7 +80,7 @@ impl Link {
         frame::encode_into(req.kind(), seq, &req.encode_body(), &mut self.tx);
         let base = match req.kind() {
             kind::COMMIT => self.timeouts.commit,
-            kind::GEN_CSR => self.timeouts.keygen,
+            kind::GEN_CSR | kind::READ_EK => self.timeouts.keygen,
             _ => self.timeouts.response,
         };
         let timeout = base + self.line_time(self.tx.len() + MAX_RESPONSE_WIRE);
@@ -314,5 +314,16 @@ fn nak_error(command: &'static str, body: &[u8]) -> Error {
 impl crate::attestation::DeviceOps for Link {
     fn generate_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>> {
         self.gen_csr(key_type, common_name)
+    }
+
+    fn read_ek(&mut self, ek_type: u8) -> Result<crate::attestation::ReportedEk> {
+        let f = self.request(&Request::ReadEk { ek_type })?;
+        let (public, cert, srk) = protocol::decode_ek(&f.body)
+            .ok_or_else(|| self.protocol_error("READ_EK", "malformed READ_EK response"))?;
+        Ok(crate::attestation::ReportedEk {
+            public,
+            certificate: (!cert.is_empty()).then_some(cert),
+            srk: (!srk.is_empty()).then_some(srk),
+        })
     }
 }

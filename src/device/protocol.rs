@@ -28,7 +28,7 @@ pub mod kind {
     pub const RESET: u8 = 0x06;
     /// Device-side key generation; answers with a CSR.
     pub const GEN_CSR: u8 = 0x07;
-    /// Reserved: report TPM endorsement key.
+    /// Report the TPM's endorsement key (and certificate, SRK).
     pub const READ_EK: u8 = 0x08;
     /// Reserved: lock provisioning.
     pub const LOCK: u8 = 0x09;
@@ -119,6 +119,8 @@ pub enum CredentialType {
     X509DeviceKey = 2,
     /// X.509 certificate chain (PEM) and its private key in record 0x07 (PKCS#8 DER).
     X509StationKey = 3,
+    /// The device's TPM: record 0x05 holds the EK's TPM2B_PUBLIC the station enrolled.
+    Tpm = 4,
 }
 
 /// NAK reasons.
@@ -233,6 +235,9 @@ pub enum Request {
         key_type: u8,
         common_name: String,
     },
+    ReadEk {
+        ek_type: u8,
+    },
 }
 
 impl Request {
@@ -245,6 +250,7 @@ impl Request {
             Request::ReadRecord { .. } => kind::READ_RECORD,
             Request::Reset => kind::RESET,
             Request::GenCsr { .. } => kind::GEN_CSR,
+            Request::ReadEk { .. } => kind::READ_EK,
         }
     }
 
@@ -272,6 +278,7 @@ impl Request {
             Request::Commit { flags } => vec![*flags],
             Request::ReadDigest | Request::Reset => Vec::new(),
             Request::ReadRecord { record } => vec![*record],
+            Request::ReadEk { ek_type } => vec![*ek_type],
             Request::GenCsr {
                 key_type,
                 common_name,
@@ -300,6 +307,7 @@ impl Request {
             (kind::READ_DIGEST, 0) => Request::ReadDigest,
             (kind::READ_RECORD, 1) => Request::ReadRecord { record: body[0] },
             (kind::RESET, 0) => Request::Reset,
+            (kind::READ_EK, 1) => Request::ReadEk { ek_type: body[0] },
             (kind::GEN_CSR, n) if n >= 2 => Request::GenCsr {
                 key_type: body[0],
                 common_name: String::from_utf8(body[1..].to_vec()).ok()?,
@@ -319,6 +327,7 @@ pub fn command_name(k: u8) -> &'static str {
         kind::READ_RECORD => "READ_RECORD",
         kind::RESET => "RESET",
         kind::GEN_CSR => "GEN_CSR",
+        kind::READ_EK => "READ_EK",
         _ => "UNKNOWN",
     }
 }
@@ -387,6 +396,34 @@ pub fn records_digest<'a>(records: impl IntoIterator<Item = (u8, &'a [u8])>) -> 
         h.update(data);
     }
     h.finalize().into()
+}
+
+/// Encode a READ_EK response: three length-prefixed (u16 LE) fields: EK TPM2B_PUBLIC, EK
+/// certificate (DER, may be empty), SRK TPM2B_PUBLIC (may be empty).
+pub fn encode_ek(public: &[u8], certificate: &[u8], srk: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(6 + public.len() + certificate.len() + srk.len());
+    for f in [public, certificate, srk] {
+        b.extend_from_slice(&(f.len() as u16).to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    b
+}
+
+/// Decode a READ_EK response into (EK, certificate, SRK).
+pub fn decode_ek(b: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let mut fields = Vec::with_capacity(3);
+    let mut i = 0;
+    for _ in 0..3 {
+        let n = u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize;
+        fields.push(b.get(i + 2..i + 2 + n)?.to_vec());
+        i += 2 + n;
+    }
+    if i != b.len() || fields[0].is_empty() {
+        return None;
+    }
+    let srk = fields.pop()?;
+    let cert = fields.pop()?;
+    Some((fields.pop()?, cert, srk))
 }
 
 /// Lowercase hex.

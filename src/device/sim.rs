@@ -150,6 +150,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Apply faults only to this device number (1-based position in this run).
     pub fault_device: Option<u32>,
+    /// The devices' TPM, reached through this TCTI, for READ_EK.
+    pub tpm: Option<String>,
 }
 
 impl SimConfig {
@@ -166,6 +168,7 @@ impl SimConfig {
             max_body: 1024,
             faults: Faults::default(),
             fault_device: None,
+            tpm: None,
         }
     }
 }
@@ -592,7 +595,10 @@ fn respond(
             let info = DeviceInfo {
                 version: protocol::VERSION_MAX.min(*max),
                 max_body: config.max_body,
-                capabilities: capability::SYMMETRIC_KEY | capability::X509_CHAIN | capability::CSR,
+                capabilities: capability::SYMMETRIC_KEY
+                    | capability::X509_CHAIN
+                    | capability::CSR
+                    | if config.tpm.is_some() { capability::TPM_EK } else { 0 },
                 provisioned: !d.committed.is_empty(),
                 serial: d.serial.clone(),
                 firmware: d.flash.firmware.clone(),
@@ -652,7 +658,7 @@ fn respond(
                 Some(t) if t == CredentialType::X509StationKey as u8 => {
                     d.staged.contains_key(&(RecordId::PrivateKey as u8))
                 }
-                Some(t) => t == CredentialType::SymmetricKey as u8,
+                Some(t) => t == CredentialType::SymmetricKey as u8 || t == CredentialType::Tpm as u8,
                 None => false,
             };
             if !complete || !key_ok {
@@ -717,6 +723,11 @@ fn respond(
             d.session = false;
             (ok(&[]), true)
         }
+        Request::ReadEk { ek_type } => match (&config.tpm, read_ek(config, *ek_type)) {
+            (None, _) => (nak(seq, NakCode::UnknownCommand, b"no TPM"), false),
+            (Some(_), Ok(body)) => (ok(&body), false),
+            (Some(_), Err(code)) => (nak(seq, code, b"TPM read failed"), false),
+        },
         Request::GenCsr {
             key_type,
             common_name,
@@ -765,4 +776,21 @@ fn make_csr(
         *b ^= 0x01;
     }
     Ok((der, key.serialize_der()))
+}
+
+/// What a device does on READ_EK: read its own TPM (here through the simulator's TCTI).
+fn read_ek(config: &SimConfig, ek_type: u8) -> Result<Vec<u8>, NakCode> {
+    use crate::config::TpmEkType;
+    let tcti = config.tpm.as_deref().ok_or(NakCode::UnknownCommand)?;
+    let t = match ek_type {
+        1 => TpmEkType::Rsa2048,
+        2 => TpmEkType::EccP256,
+        _ => return Err(NakCode::BadRecord),
+    };
+    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true).map_err(|_| NakCode::StorageFailure)?;
+    Ok(protocol::encode_ek(
+        &r.public,
+        r.certificate.as_deref().unwrap_or_default(),
+        r.srk.as_deref().unwrap_or_default(),
+    ))
 }

@@ -104,6 +104,11 @@ pub enum Attestation<'a> {
     },
     /// The device certificate (PEM), as `clientCertificates.primary.certificate`.
     X509 { certificate: &'a str },
+    /// base64 TPM2B_PUBLIC of the EK (and of the SRK).
+    Tpm {
+        endorsement_key: &'a str,
+        storage_root_key: Option<&'a str>,
+    },
 }
 
 impl Attestation<'_> {
@@ -111,6 +116,7 @@ impl Attestation<'_> {
         match self {
             Attestation::SymmetricKey { .. } => AttestationKind::SymmetricKey,
             Attestation::X509 { .. } => AttestationKind::X509,
+            Attestation::Tpm { .. } => AttestationKind::Tpm,
         }
     }
 }
@@ -153,6 +159,18 @@ pub fn write_enrollment(
             );
             serde_json::to_writer(&mut *out, certificate).expect("string serialises");
             out.extend_from_slice(b"}}}");
+        }
+        Attestation::Tpm {
+            endorsement_key,
+            storage_root_key,
+        } => {
+            out.extend_from_slice(b",\"tpm\":{\"endorsementKey\":");
+            serde_json::to_writer(&mut *out, endorsement_key).expect("string serialises");
+            if let Some(srk) = storage_root_key {
+                out.extend_from_slice(b",\"storageRootKey\":");
+                serde_json::to_writer(&mut *out, srk).expect("string serialises");
+            }
+            out.push(b'}');
         }
     }
     out.extend_from_slice(b"}");

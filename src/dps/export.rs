@@ -296,6 +296,18 @@ pub(crate) fn attestation<'a>(
     derived: &'a mut String,
     derived2: &'a mut String,
 ) -> Result<Attestation<'a>> {
+    if e.attestation_type == AttestationKind::Tpm.as_str() {
+        return e
+            .certificate
+            .map(|endorsement_key| Attestation::Tpm {
+                endorsement_key,
+                storage_root_key: e.storage_root_key,
+            })
+            .ok_or_else(|| Error::Database {
+                path: String::new(),
+                message: format!("tpm enrollment `{}` has no endorsement key", e.registration_id),
+            });
+    }
     if e.attestation_type == AttestationKind::X509.as_str() {
         return e
             .certificate

@@ -357,6 +357,7 @@ fn prepare(
         secondary_key: c.secondary_key.as_deref(),
         group_key_id: c.group_key_id.as_deref(),
         certificate: c.certificate.as_deref(),
+        storage_root_key: c.storage_root_key.as_deref(),
     };
     let (mut d1, mut d2) = (String::new(), String::new());
     let att = attestation(&row, keys, &mut d1, &mut d2)?;

@@ -93,6 +93,7 @@ pub struct NewEnrollment<'a> {
     pub secondary_key: Option<&'a Secret>,
     pub group_key_id: Option<&'a str>,
     pub certificate: Option<&'a crate::attestation::x509::Minted>,
+    pub tpm: Option<&'a crate::attestation::tpm::TpmMaterial>,
     pub station: &'a str,
     pub line: &'a str,
     pub operator: &'a str,
@@ -251,15 +252,32 @@ impl Store {
                 .map_err(|e| Error::from(e).in_database(&path))?;
             }
         }
+        if let Some(tpm) = new.tpm {
+            let other: Option<String> = tx
+                .query_row(
+                    "SELECT registration_id FROM enrollments WHERE ek_hash = ?1 AND registration_id <> ?2 LIMIT 1",
+                    params![tpm.ek_hash, new.registration_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| Error::from(e).in_database(&path))?;
+            if let Some(enrolled) = other {
+                return Err(Error::DuplicateEk {
+                    registration_id: new.registration_id.to_string(),
+                    enrolled,
+                });
+            }
+        }
         let t = now();
         let cert = new.certificate;
         tx.execute(
             "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
                 attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
                 station, line, operator, created_at, updated_at, public_material, cert_serial, \
-                cert_thumbprint, cert_not_before, cert_not_after) \
+                cert_thumbprint, cert_not_before, cert_not_after, storage_root_key, ek_hash, \
+                ek_certificate, ek_cert_issuer, ek_cert_status) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?13, ?14, ?15, \
-                ?16, ?17, ?18) \
+                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) \
              ON CONFLICT (registration_id) DO UPDATE SET firmware = excluded.firmware, \
                 model = excluded.model, attestation_type = excluded.attestation_type, \
                 key_source = excluded.key_source, primary_key = excluded.primary_key, \
@@ -268,7 +286,9 @@ impl Store {
                 line = excluded.line, operator = excluded.operator, updated_at = excluded.updated_at, \
                 public_material = excluded.public_material, cert_serial = excluded.cert_serial, \
                 cert_thumbprint = excluded.cert_thumbprint, cert_not_before = excluded.cert_not_before, \
-                cert_not_after = excluded.cert_not_after",
+                cert_not_after = excluded.cert_not_after, storage_root_key = excluded.storage_root_key, \
+                ek_hash = excluded.ek_hash, ek_certificate = excluded.ek_certificate, \
+                ek_cert_issuer = excluded.ek_cert_issuer, ek_cert_status = excluded.ek_cert_status",
             params![
                 new.registration_id,
                 new.device_serial,
@@ -283,11 +303,17 @@ impl Store {
                 new.line,
                 new.operator,
                 t,
-                cert.map(|c| c.pem.as_str()),
+                cert.map(|c| c.pem.as_str())
+                    .or(new.tpm.map(|t| t.endorsement_key.as_str())),
                 cert.map(|c| c.serial.as_str()),
                 cert.map(|c| c.thumbprint.as_str()),
                 cert.map(|c| c.not_before.as_str()),
                 cert.map(|c| c.not_after.as_str()),
+                new.tpm.and_then(|t| t.storage_root_key.as_deref()),
+                new.tpm.map(|t| t.ek_hash.as_str()),
+                new.tpm.and_then(|t| t.ek_certificate.as_deref()),
+                new.tpm.and_then(|t| t.ek_cert_issuer.as_deref()),
+                new.tpm.map(|t| t.ek_cert_status.as_str()),
             ],
         )
         .map_err(|e| Error::from(e).in_database(&path))?;
@@ -530,7 +556,7 @@ impl Store {
     ) -> Result<i64> {
         self.scan_range(
             "registration_id, attestation_type, primary_key, secondary_key, group_key_id, \
-             public_material",
+             public_material, storage_root_key",
             first,
             last,
             |c| {
@@ -541,6 +567,7 @@ impl Store {
                     secondary_key: c.opt(3)?,
                     group_key_id: c.opt(4)?,
                     certificate: c.opt(5)?,
+                    storage_root_key: c.opt(6)?,
                 })
             },
         )
@@ -663,7 +690,9 @@ pub struct AttestationRow<'a> {
     pub primary_key: Option<&'a str>,
     pub secondary_key: Option<&'a str>,
     pub group_key_id: Option<&'a str>,
+    /// X.509: the device certificate; TPM: the EK (base64 TPM2B_PUBLIC).
     pub certificate: Option<&'a str>,
+    pub storage_root_key: Option<&'a str>,
 }
 
 /// A row's columns: borrowed from SQLite, or owned (superseded versions, which are rare).

@@ -94,6 +94,7 @@ mod tests {
             secondary_key: None,
             group_key_id: None,
             certificate: None,
+            tpm: None,
             station: "s1",
             line: "l1",
             operator: "op",

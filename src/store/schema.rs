@@ -125,6 +125,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX uploads_status ON uploads(status);
     "#,
+    // 3 -> 4: TPM endorsement keys (the EK itself is `public_material`, base64 TPM2B_PUBLIC).
+    r#"
+    ALTER TABLE enrollments ADD COLUMN storage_root_key TEXT;
+    ALTER TABLE enrollments ADD COLUMN ek_hash TEXT;
+    ALTER TABLE enrollments ADD COLUMN ek_certificate TEXT;
+    ALTER TABLE enrollments ADD COLUMN ek_cert_issuer TEXT;
+    ALTER TABLE enrollments ADD COLUMN ek_cert_status TEXT;
+    CREATE INDEX enrollments_ek ON enrollments(ek_hash) WHERE ek_hash IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -20,6 +20,7 @@ pub struct UploadCandidate {
     pub group_key_id: Option<String>,
     pub certificate: Option<String>,
     pub cert_thumbprint: Option<String>,
+    pub storage_root_key: Option<String>,
     /// The DPS options of the batch the version was exported in.
     pub batch: String,
 }
@@ -75,12 +76,14 @@ fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadCandidate> {
         certificate: r.get(6)?,
         cert_thumbprint: r.get(7)?,
         batch: r.get(8)?,
+        storage_root_key: r.get(9)?,
     })
 }
 
 const CANDIDATE_COLUMNS: &str = "e.export_seq, e.registration_id, e.attestation_type, e.primary_key, \
     e.secondary_key, e.group_key_id, e.public_material, e.cert_thumbprint, \
-    (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq)";
+    (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq), \
+    e.storage_root_key";
 
 impl Store {
     /// Up to `limit` exported current enrollment versions after `after_seq` that DPS has not

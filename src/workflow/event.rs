@@ -64,6 +64,9 @@ pub enum Event {
         key_source: &'static str,
         fingerprint: String,
     },
+    /// Something the operator should know that did not fail the device (e.g. a TPM without an
+    /// EK certificate under policy `warn`); it is recorded with the enrollment.
+    Warning { message: String },
     /// The enrollment is durably recorded as pending.
     Recorded { registration_id: String },
     /// The device already holds exactly this identity; nothing is rewritten.
@@ -98,7 +101,9 @@ impl Event {
         Some(match self {
             Event::Connecting { .. } => Step::Connect,
             Event::Identified { .. } | Event::RegistrationId { .. } => Step::Identify,
-            Event::Credential { .. } | Event::Recorded { .. } => Step::Credential,
+            Event::Credential { .. } | Event::Warning { .. } | Event::Recorded { .. } => {
+                Step::Credential
+            }
             Event::AlreadyProvisioned { .. } | Event::Writing { .. } | Event::Committed { .. } => {
                 Step::Write
             }

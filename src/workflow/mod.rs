@@ -209,13 +209,21 @@ impl Workflow {
             (r, _) => r.to_string(),
         };
         known.serial = Some(serial.clone());
-        let registration_id = self.template.render(&Inputs {
-            serial: &serial,
-            scan: scanned,
-            station: &self.station,
-            line: &self.line,
-            model: &info.model,
-        })?;
+        // A TPM's EK may dictate the registration ID: read it first.
+        let inspection = self.source.inspect(link)?;
+        let registration_id = match inspection.as_ref().and_then(|i| i.registration_id.clone()) {
+            Some(id) => {
+                crate::attestation::registration_id::validate(&id)?;
+                id
+            }
+            None => self.template.render(&Inputs {
+                serial: &serial,
+                scan: scanned,
+                station: &self.station,
+                line: &self.line,
+                model: &info.model,
+            })?,
+        };
         known.registration_id = Some(registration_id.clone());
         emit(Event::RegistrationId {
             registration_id: registration_id.clone(),
@@ -293,12 +301,17 @@ impl Workflow {
 
         let credential = self
             .source
-            .obtain(&registration_id, existing.as_ref(), link)?;
+            .obtain(&registration_id, existing.as_ref(), link, inspection.as_ref())?;
         emit(Event::Credential {
             attestation: credential.kind.as_str(),
             key_source: credential.key_source,
             fingerprint: credential.fingerprint.clone(),
         });
+        for message in &credential.warnings {
+            emit(Event::Warning {
+                message: message.clone(),
+            });
+        }
         let mut records: Vec<(RecordId, &[u8])> = vec![
             (RecordId::IdScope, self.id_scope.as_bytes()),
             (RecordId::GlobalEndpoint, self.global_endpoint.as_bytes()),
@@ -323,6 +336,7 @@ impl Workflow {
             secondary_key: credential.stored_secondary.as_ref(),
             group_key_id: credential.group_key_id.as_deref(),
             certificate: credential.certificate.as_ref(),
+            tpm: credential.tpm.as_ref(),
             station: &self.station,
             line: &self.line,
             operator: &input.operator,
