@@ -149,7 +149,9 @@ pub enum Error {
     },
     #[error("{message}")]
     Tpm { code: &'static str, message: String },
-    #[error("this TPM's EK is already enrolled as `{enrolled}`; refusing to enroll it again as `{registration_id}`")]
+    #[error(
+        "this TPM's EK is already enrolled as `{enrolled}`; refusing to enroll it again as `{registration_id}`"
+    )]
     DuplicateEk {
         registration_id: String,
         enrolled: String,
@@ -296,13 +298,17 @@ impl Error {
                 "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate."
             }
             Error::Tpm { code, .. } => match *code {
-                "tpm.unreachable" => "Check the fixture's TPM connection and the tcti in station.toml.",
+                "tpm.unreachable" => {
+                    "Check the fixture's TPM connection and the tcti in station.toml."
+                }
                 "tpm.ek_cert_missing" | "tpm.ek_cert_invalid" => {
                     "Set the device aside: its TPM's EK certificate does not prove a genuine TPM from a configured manufacturer."
                 }
                 "tpm.roots_unreadable" => "Check the ek_roots files in [attestation.tpm].",
                 "tpm.persist_failed" => "The TPM refused to persist the EK; call an engineer.",
-                _ => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
+                _ => {
+                    "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside."
+                }
             },
             Error::DuplicateEk { .. } => {
                 "Two devices report the same EK: set this device aside and report it to the TPM supplier."

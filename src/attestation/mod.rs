@@ -190,7 +190,9 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
                 .tpm
                 .as_ref()
                 .ok_or_else(|| Error::Usage("[attestation.tpm] is missing".into()))?;
-            Ok(Box::new(tpm::TpmSource::load(section, |p| config.resolve(p))?))
+            Ok(Box::new(tpm::TpmSource::load(section, |p| {
+                config.resolve(p)
+            })?))
         }
     }
 }
@@ -412,7 +414,10 @@ impl CredentialSource for tpm::TpmSource {
             kind: AttestationKind::Tpm,
             key_source: "tpm",
             records: vec![
-                (RecordId::CredentialType, SecretBytes(vec![CredentialType::Tpm as u8])),
+                (
+                    RecordId::CredentialType,
+                    SecretBytes(vec![CredentialType::Tpm as u8]),
+                ),
                 (RecordId::Credential, SecretBytes(ek)),
             ],
             stored_primary: None,

@@ -84,8 +84,15 @@ fn tpm_error(code: &'static str, message: impl Into<String>) -> Error {
 
 /// The EK's public key from its TPM2B_PUBLIC bytes (also validates the encoding).
 pub fn ek_key(tpm2b_public: &[u8]) -> Result<EkKey> {
-    let bad = |m: String| tpm_error("tpm.bad_ek", format!("the EK is not a valid TPM2B_PUBLIC: {m}"));
-    if tpm2b_public.len() < 2 || u16::from_be_bytes([tpm2b_public[0], tpm2b_public[1]]) as usize + 2 != tpm2b_public.len() {
+    let bad = |m: String| {
+        tpm_error(
+            "tpm.bad_ek",
+            format!("the EK is not a valid TPM2B_PUBLIC: {m}"),
+        )
+    };
+    if tpm2b_public.len() < 2
+        || u16::from_be_bytes([tpm2b_public[0], tpm2b_public[1]]) as usize + 2 != tpm2b_public.len()
+    {
         return Err(bad("its size prefix does not match its length".into()));
     }
     let buffer = PublicBuffer::unmarshall(tpm2b_public).map_err(|e| bad(e.to_string()))?;
@@ -110,13 +117,23 @@ fn tpm2b(public: Public) -> Result<Vec<u8>> {
 
 /// Read the EK (and optionally the SRK and the EK certificate) through a TCTI such as
 /// `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...` or `tabrmd:...`.
-pub fn read_ek_tcti(tcti: &str, ek_type: TpmEkType, persist: bool, include_srk: bool) -> Result<EkReading> {
-    let unreachable = |e: tss_esapi::Error| tpm_error("tpm.unreachable", format!("TPM at `{tcti}`: {e}"));
+pub fn read_ek_tcti(
+    tcti: &str,
+    ek_type: TpmEkType,
+    persist: bool,
+    include_srk: bool,
+) -> Result<EkReading> {
+    let unreachable =
+        |e: tss_esapi::Error| tpm_error("tpm.unreachable", format!("TPM at `{tcti}`: {e}"));
     let conf = TctiNameConf::from_str(tcti).map_err(unreachable)?;
     let mut ctx = tss_esapi::Context::new(conf).map_err(unreachable)?;
     // Ask which persistent handles exist first, so that reading an absent one is not an error
     // (tpm2-tss logs those to stderr).
-    let present: Vec<u32> = match ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, 0x8100_0000, 64) {
+    let present: Vec<u32> = match ctx.get_capability(
+        tss_esapi::constants::CapabilityType::Handles,
+        0x8100_0000,
+        64,
+    ) {
         Ok((tss_esapi::structures::CapabilityData::Handles(list), _)) => list
             .into_inner()
             .into_iter()
@@ -135,22 +152,39 @@ pub fn read_ek_tcti(tcti: &str, ek_type: TpmEkType, persist: bool, include_srk: 
         let obj = ctx
             .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(h)))
             .ok()?;
-        let public = ctx.read_public(KeyHandle::from(obj)).ok().map(|(p, _, _)| p);
+        let public = ctx
+            .read_public(KeyHandle::from(obj))
+            .ok()
+            .map(|(p, _, _)| p);
         let _ = ctx.tr_close(&mut obj.clone());
         public
     };
     let (public, origin) = match persistent(&mut ctx, EK_HANDLE) {
         Some(p) => (p, "persistent"),
         None => {
-            let handle = ek::create_ek_object_2(&mut ctx, ek_type.selection(), None)
-                .map_err(|e| tpm_error("tpm.no_ek", format!("no EK at 0x81010001 and creating one failed: {e}")))?;
+            let handle =
+                ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
+                    tpm_error(
+                        "tpm.no_ek",
+                        format!("no EK at 0x81010001 and creating one failed: {e}"),
+                    )
+                })?;
             let (public, _, _) = ctx.read_public(handle).map_err(unreachable)?;
             let origin = if persist {
                 let target = PersistentTpmHandle::new(EK_HANDLE).map_err(unreachable)?;
                 ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                    c.evict_control(Provision::Owner, ObjectHandle::from(handle), Persistent::Persistent(target))
+                    c.evict_control(
+                        Provision::Owner,
+                        ObjectHandle::from(handle),
+                        Persistent::Persistent(target),
+                    )
                 })
-                .map_err(|e| tpm_error("tpm.persist_failed", format!("cannot persist the EK at 0x81010001: {e}")))?;
+                .map_err(|e| {
+                    tpm_error(
+                        "tpm.persist_failed",
+                        format!("cannot persist the EK at 0x81010001: {e}"),
+                    )
+                })?;
                 "created-and-persisted"
             } else {
                 "created"
@@ -175,7 +209,8 @@ pub fn read_ek_tcti(tcti: &str, ek_type: TpmEkType, persist: bool, include_srk: 
 
 /// Check that a TPM answers at `tcti`.
 pub fn probe(tcti: &str) -> Result<()> {
-    let unreachable = |e: tss_esapi::Error| tpm_error("tpm.unreachable", format!("TPM at `{tcti}`: {e}"));
+    let unreachable =
+        |e: tss_esapi::Error| tpm_error("tpm.unreachable", format!("TPM at `{tcti}`: {e}"));
     let conf = TctiNameConf::from_str(tcti).map_err(unreachable)?;
     let mut ctx = tss_esapi::Context::new(conf).map_err(unreachable)?;
     ctx.get_random(8).map(|_| ()).map_err(unreachable)
@@ -183,16 +218,24 @@ pub fn probe(tcti: &str) -> Result<()> {
 
 /// Load a bundle of TPM manufacturer roots and intermediates (PEM files, several certificates
 /// each).
-pub fn load_roots(paths: &[std::path::PathBuf], resolve: impl Fn(&Path) -> std::path::PathBuf) -> Result<Vec<Vec<u8>>> {
+pub fn load_roots(
+    paths: &[std::path::PathBuf],
+    resolve: impl Fn(&Path) -> std::path::PathBuf,
+) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for p in paths {
         let path = resolve(p);
         let text = std::fs::read(&path).map_err(|e| {
-            tpm_error("tpm.roots_unreadable", format!("EK root bundle {}: {e}", path.display()))
+            tpm_error(
+                "tpm.roots_unreadable",
+                format!("EK root bundle {}: {e}", path.display()),
+            )
         })?;
         let before = out.len();
         for pem in Pem::iter_from_buffer(&text) {
-            let pem = pem.map_err(|e| tpm_error("tpm.roots_unreadable", format!("{}: {e}", path.display())))?;
+            let pem = pem.map_err(|e| {
+                tpm_error("tpm.roots_unreadable", format!("{}: {e}", path.display()))
+            })?;
             if pem.label == "CERTIFICATE" {
                 out.push(pem.contents);
             }
@@ -209,8 +252,13 @@ pub fn load_roots(paths: &[std::path::PathBuf], resolve: impl Fn(&Path) -> std::
 
 /// Verify an EK certificate: its public key is the EK, and it chains to a root of `bundle`.
 /// Returns the certificate's issuer; the error says why it does not verify.
-pub fn verify_ek_certificate(der: &[u8], ek: &EkKey, bundle: &[Vec<u8>]) -> std::result::Result<String, String> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("the EK certificate does not parse: {e}"))?;
+pub fn verify_ek_certificate(
+    der: &[u8],
+    ek: &EkKey,
+    bundle: &[Vec<u8>],
+) -> std::result::Result<String, String> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| format!("the EK certificate does not parse: {e}"))?;
     let key_matches = match (cert.public_key().parsed(), ek) {
         (Ok(x509_parser::public_key::PublicKey::RSA(rsa)), EkKey::Rsa { modulus }) => {
             strip_zeros(rsa.modulus) == strip_zeros(modulus)
@@ -276,7 +324,11 @@ pub struct TpmMaterial {
 
 /// A reading checked against the EK-certificate policy. Warnings (policy `warn`) come back for
 /// the operator and the record.
-pub fn check(reading: &EkReading, policy: EkCertPolicy, roots: &[Vec<u8>]) -> Result<(TpmMaterial, Vec<String>)> {
+pub fn check(
+    reading: &EkReading,
+    policy: EkCertPolicy,
+    roots: &[Vec<u8>],
+) -> Result<(TpmMaterial, Vec<String>)> {
     let key = ek_key(&reading.public)?;
     let mut warnings = Vec::new();
     let (status, issuer) = match (&reading.certificate, policy) {
@@ -336,7 +388,10 @@ pub struct TpmSource {
 }
 
 impl TpmSource {
-    pub fn load(section: &TpmSection, resolve: impl Fn(&Path) -> std::path::PathBuf) -> Result<Self> {
+    pub fn load(
+        section: &TpmSection,
+        resolve: impl Fn(&Path) -> std::path::PathBuf,
+    ) -> Result<Self> {
         let roots = if section.ek_certificate == EkCertPolicy::Off {
             Vec::new()
         } else {
@@ -357,13 +412,22 @@ mod tests {
     fn registration_id_is_lowercase_unpadded_base32_of_sha256() {
         // Independent computation: Python base64.b32encode(hashlib.sha256(b"abc").digest())
         // .decode().lower().rstrip("=").
-        assert_eq!(registration_id(b"abc"), "xj4bnp4pahh6uqkbidpf3lrceoyagyndsylxvhfucd7wd4qacwwq");
+        assert_eq!(
+            registration_id(b"abc"),
+            "xj4bnp4pahh6uqkbidpf3lrceoyagyndsylxvhfucd7wd4qacwwq"
+        );
         assert_eq!(registration_id(b"abc").len(), 52);
     }
 
     #[test]
     fn malformed_ek_is_refused() {
-        assert_eq!(ek_key(&[0x00, 0x05, 1, 2]).unwrap_err().code(), "tpm.bad_ek");
-        assert_eq!(ek_key(&[0x00, 0x02, 0xff, 0xff]).unwrap_err().code(), "tpm.bad_ek");
+        assert_eq!(
+            ek_key(&[0x00, 0x05, 1, 2]).unwrap_err().code(),
+            "tpm.bad_ek"
+        );
+        assert_eq!(
+            ek_key(&[0x00, 0x02, 0xff, 0xff]).unwrap_err().code(),
+            "tpm.bad_ek"
+        );
     }
 }

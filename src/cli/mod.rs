@@ -76,7 +76,9 @@ fn tpm_read(
     let section = config.as_ref().and_then(|c| c.attestation.tpm.clone());
     let tcti = tcti
         .or_else(|| section.as_ref().and_then(|s| s.tcti.clone()))
-        .ok_or_else(|| Error::Usage("give --tcti (no [attestation.tpm] tcti is configured)".into()))?;
+        .ok_or_else(|| {
+            Error::Usage("give --tcti (no [attestation.tpm] tcti is configured)".into())
+        })?;
     let ek_type = match ek_type.as_deref() {
         Some("ecc-p256") => TpmEkType::EccP256,
         Some(_) => TpmEkType::Rsa2048,
@@ -91,7 +93,11 @@ fn tpm_read(
         tpm::load_roots(&roots, |p| p.to_path_buf())?
     };
     let reading = tpm::read_ek_tcti(&tcti, ek_type, false, true)?;
-    let policy = if roots.is_empty() { EkCertPolicy::Off } else { EkCertPolicy::Warn };
+    let policy = if roots.is_empty() {
+        EkCertPolicy::Off
+    } else {
+        EkCertPolicy::Warn
+    };
     let (material, _) = tpm::check(&reading, policy, &roots)?;
     let cert_status = if roots.is_empty() && reading.certificate.is_some() {
         "present, not verified (no roots given)".to_string()

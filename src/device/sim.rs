@@ -598,7 +598,11 @@ fn respond(
                 capabilities: capability::SYMMETRIC_KEY
                     | capability::X509_CHAIN
                     | capability::CSR
-                    | if config.tpm.is_some() { capability::TPM_EK } else { 0 },
+                    | if config.tpm.is_some() {
+                        capability::TPM_EK
+                    } else {
+                        0
+                    },
                 provisioned: !d.committed.is_empty(),
                 serial: d.serial.clone(),
                 firmware: d.flash.firmware.clone(),
@@ -658,7 +662,9 @@ fn respond(
                 Some(t) if t == CredentialType::X509StationKey as u8 => {
                     d.staged.contains_key(&(RecordId::PrivateKey as u8))
                 }
-                Some(t) => t == CredentialType::SymmetricKey as u8 || t == CredentialType::Tpm as u8,
+                Some(t) => {
+                    t == CredentialType::SymmetricKey as u8 || t == CredentialType::Tpm as u8
+                }
                 None => false,
             };
             if !complete || !key_ok {
@@ -787,7 +793,8 @@ fn read_ek(config: &SimConfig, ek_type: u8) -> Result<Vec<u8>, NakCode> {
         2 => TpmEkType::EccP256,
         _ => return Err(NakCode::BadRecord),
     };
-    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true).map_err(|_| NakCode::StorageFailure)?;
+    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true)
+        .map_err(|_| NakCode::StorageFailure)?;
     Ok(protocol::encode_ek(
         &r.public,
         r.certificate.as_deref().unwrap_or_default(),

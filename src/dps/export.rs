@@ -305,7 +305,10 @@ pub(crate) fn attestation<'a>(
             })
             .ok_or_else(|| Error::Database {
                 path: String::new(),
-                message: format!("tpm enrollment `{}` has no endorsement key", e.registration_id),
+                message: format!(
+                    "tpm enrollment `{}` has no endorsement key",
+                    e.registration_id
+                ),
             });
     }
     if e.attestation_type == AttestationKind::X509.as_str() {

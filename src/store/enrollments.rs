@@ -187,7 +187,8 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
 const SUPERSEDED_COLUMNS: &str = "registration_id, device_serial, firmware, model, attestation_type, \
     key_source, primary_key, secondary_key, group_key_id, public_material, device_digest, station, \
     line, operator, created_at, provisioned_at, export_seq, cert_serial, cert_thumbprint, \
-    cert_not_before, cert_not_after";
+    cert_not_before, cert_not_after, storage_root_key, ek_hash, ek_certificate, ek_cert_issuer, \
+    ek_cert_status";
 
 /// The next `export_seq`: one past the highest ever assigned (current or superseded).
 const NEXT_SEQ: &str = "(SELECT MAX(m) + 1 FROM (SELECT COALESCE(MAX(export_seq), 0) AS m FROM enrollments \

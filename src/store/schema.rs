@@ -133,6 +133,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE enrollments ADD COLUMN ek_cert_issuer TEXT;
     ALTER TABLE enrollments ADD COLUMN ek_cert_status TEXT;
     CREATE INDEX enrollments_ek ON enrollments(ek_hash) WHERE ek_hash IS NOT NULL;
+    ALTER TABLE superseded_enrollments ADD COLUMN storage_root_key TEXT;
+    ALTER TABLE superseded_enrollments ADD COLUMN ek_hash TEXT;
+    ALTER TABLE superseded_enrollments ADD COLUMN ek_certificate TEXT;
+    ALTER TABLE superseded_enrollments ADD COLUMN ek_cert_issuer TEXT;
+    ALTER TABLE superseded_enrollments ADD COLUMN ek_cert_status TEXT;
     "#,
 ];
 

@@ -299,9 +299,12 @@ impl Workflow {
         }
         let supersede = provisioned.is_some() && !self.source.reproducible();
 
-        let credential = self
-            .source
-            .obtain(&registration_id, existing.as_ref(), link, inspection.as_ref())?;
+        let credential = self.source.obtain(
+            &registration_id,
+            existing.as_ref(),
+            link,
+            inspection.as_ref(),
+        )?;
         emit(Event::Credential {
             attestation: credential.kind.as_str(),
             key_source: credential.key_source,
