@@ -8,10 +8,12 @@
 //!    per device as tutorials do it, and station overhead per device in x509 mode.
 //!
 //! 5. upload to a local server playing DPS: enrollments per minute at the default rate limit,
-//!    and the request count for 10,000 enrollments.
+//!    and the request count for 10,000 enrollments;
+//! 6. TPM: EK read per device against swtpm (persistent EK, created EK, with EK-certificate
+//!    verification) against `tpm2_createek` + `tpm2_readpublic` on the same swtpm.
 //!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
-//! part: `overhead`, `efficiency`, `export`, `x509` or `upload`.
+//! part: `overhead`, `efficiency`, `export`, `x509`, `upload` or `tpm`.
 
 use provisioning_station::config;
 use provisioning_station::device::link::Link;
@@ -395,6 +397,71 @@ fn x509() {
     overhead_with(&cfg, dir.path(), "x509, P-256 key generated on the device");
 }
 
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn tpm() {
+    use common::swtpm::{Manufacture, Swtpm};
+    use provisioning_station::attestation::tpm;
+    use provisioning_station::config::{EkCertPolicy, TpmEkType};
+    let time = |n: usize, mut f: Box<dyn FnMut() + '_>| -> f64 {
+        median_ms(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    ms(t.elapsed())
+                })
+                .collect(),
+        )
+    };
+    let with_cert = Swtpm::start(Manufacture::EkWithCertificate);
+    let roots = tpm::load_roots(&with_cert.roots(), |p| p.to_path_buf()).unwrap();
+    let tcti = with_cert.tcti.clone();
+    let persistent = time(30, Box::new(|| {
+        tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, false).unwrap();
+    }));
+    let verified = time(30, Box::new(|| {
+        let r = tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, true).unwrap();
+        let (m, _) = tpm::check(&r, EkCertPolicy::Require, &roots).unwrap();
+        assert_eq!(m.ek_cert_status, "verified");
+    }));
+    let tools = |args: &[&str], tcti: &str| {
+        let st = std::process::Command::new(args[0]).args(&args[1..]).args(["-T", tcti]).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ek.ctx");
+    let out = dir.path().join("ek.pub");
+    let (ctx, out) = (ctx.to_str().unwrap(), out.to_str().unwrap());
+    let theirs_persistent = time(10, Box::new(|| tools(&["tpm2_readpublic", "-c", "0x81010001", "-o", out], &tcti)));
+    let blank = Swtpm::start(Manufacture::Blank);
+    let btcti = blank.tcti.clone();
+    let created = time(10, Box::new(|| {
+        let r = tpm::read_ek_tcti(&btcti, TpmEkType::Rsa2048, false, false, false).unwrap();
+        assert_eq!(r.origin, "created");
+    }));
+    let theirs_created = time(10, Box::new(|| {
+        tools(&["tpm2_createek", "-c", ctx, "-G", "rsa", "-u", out], &btcti);
+        tools(&["tpm2_readpublic", "-c", ctx, "-o", out], &btcti);
+        tools(&["tpm2_flushcontext", "-t"], &btcti);
+    }));
+    println!(
+        "TPM EK read per device against swtpm (median):\n  \
+         persistent EK: {persistent:.2} ms = {:.2}x of tpm2_createek + tpm2_readpublic ({theirs_created:.2} ms); \
+         {:.2}x of tpm2_readpublic of the persistent EK alone ({theirs_persistent:.2} ms)\n  \
+         persistent EK + EK certificate read and verified: {verified:.2} ms = {:.2}x\n  \
+         created from the TCG template: {created:.2} ms = {:.2}x of tpm2_createek + tpm2_readpublic \
+         (+ tpm2_flushcontext, needed without a resource manager)",
+        persistent / theirs_created,
+        persistent / theirs_persistent,
+        verified / theirs_created,
+        created / theirs_created
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only when
     // asked to bench.
@@ -417,5 +484,8 @@ fn main() {
     }
     if run("upload") {
         upload();
+    }
+    if run("tpm") {
+        tpm();
     }
 }

@@ -376,6 +376,7 @@ impl CredentialSource for tpm::TpmSource {
                 s.ek_type,
                 s.persist_ek,
                 s.include_srk,
+                s.ek_certificate != crate::config::EkCertPolicy::Off,
             )?,
             TpmReach::Device => {
                 let r = device.read_ek(s.ek_type.code())?;

@@ -122,53 +122,50 @@ pub fn read_ek_tcti(
     ek_type: TpmEkType,
     persist: bool,
     include_srk: bool,
+    want_certificate: bool,
 ) -> Result<EkReading> {
     let unreachable =
         |e: tss_esapi::Error| tpm_error("tpm.unreachable", format!("TPM at `{tcti}`: {e}"));
     let conf = TctiNameConf::from_str(tcti).map_err(unreachable)?;
     let mut ctx = tss_esapi::Context::new(conf).map_err(unreachable)?;
-    // Ask which persistent handles exist first, so that reading an absent one is not an error
-    // (tpm2-tss logs those to stderr).
-    let present: Vec<u32> = match ctx.get_capability(
-        tss_esapi::constants::CapabilityType::Handles,
-        0x8100_0000,
-        64,
-    ) {
-        Ok((tss_esapi::structures::CapabilityData::Handles(list), _)) => list
-            .into_inner()
-            .into_iter()
-            .filter_map(|h| match h {
-                TpmHandle::Persistent(p) => Some(u32::from(p)),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
+    // Ask which handles exist first, so that reading an absent one is neither an error
+    // (tpm2-tss logs those to stderr) nor a wasted round trip.
+    let present = |ctx: &mut tss_esapi::Context, first: u32| -> Vec<u32> {
+        match ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, first, 64) {
+            Ok((tss_esapi::structures::CapabilityData::Handles(list), _)) => list
+                .into_inner()
+                .into_iter()
+                .filter_map(|h| match h {
+                    TpmHandle::Persistent(p) => Some(u32::from(p)),
+                    TpmHandle::NvIndex(n) => Some(u32::from(n)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
     };
+    let persistent_handles = present(&mut ctx, 0x8100_0000);
     let persistent = |ctx: &mut tss_esapi::Context, handle: u32| -> Option<Public> {
-        if !present.contains(&handle) {
+        if !persistent_handles.contains(&handle) {
             return None;
         }
         let h = PersistentTpmHandle::new(handle).ok()?;
         let obj = ctx
             .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(h)))
             .ok()?;
-        let public = ctx
-            .read_public(KeyHandle::from(obj))
-            .ok()
-            .map(|(p, _, _)| p);
+        let public = ctx.read_public(KeyHandle::from(obj)).ok().map(|(p, _, _)| p);
         let _ = ctx.tr_close(&mut obj.clone());
         public
     };
     let (public, origin) = match persistent(&mut ctx, EK_HANDLE) {
         Some(p) => (p, "persistent"),
         None => {
-            let handle =
-                ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
-                    tpm_error(
-                        "tpm.no_ek",
-                        format!("no EK at 0x81010001 and creating one failed: {e}"),
-                    )
-                })?;
+            let handle = ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
+                tpm_error(
+                    "tpm.no_ek",
+                    format!("no EK at 0x81010001 and creating one failed: {e}"),
+                )
+            })?;
             let (public, _, _) = ctx.read_public(handle).map_err(unreachable)?;
             let origin = if persist {
                 let target = PersistentTpmHandle::new(EK_HANDLE).map_err(unreachable)?;
@@ -193,7 +190,15 @@ pub fn read_ek_tcti(
             (public, origin)
         }
     };
-    let certificate = ek::retrieve_ek_pubcert(&mut ctx, ek_type.selection()).ok();
+    let nv_index = match ek_type {
+        TpmEkType::Rsa2048 => 0x01c0_0002,
+        TpmEkType::EccP256 => 0x01c0_000a,
+    };
+    let certificate = if want_certificate && present(&mut ctx, 0x0100_0000).contains(&nv_index) {
+        ek::retrieve_ek_pubcert(&mut ctx, ek_type.selection()).ok()
+    } else {
+        None
+    };
     let srk = if include_srk {
         persistent(&mut ctx, SRK_HANDLE).map(tpm2b).transpose()?
     } else {

@@ -92,7 +92,7 @@ fn tpm_read(
     } else {
         tpm::load_roots(&roots, |p| p.to_path_buf())?
     };
-    let reading = tpm::read_ek_tcti(&tcti, ek_type, false, true)?;
+    let reading = tpm::read_ek_tcti(&tcti, ek_type, false, true, true)?;
     let policy = if roots.is_empty() {
         EkCertPolicy::Off
     } else {

@@ -793,7 +793,7 @@ fn read_ek(config: &SimConfig, ek_type: u8) -> Result<Vec<u8>, NakCode> {
         2 => TpmEkType::EccP256,
         _ => return Err(NakCode::BadRecord),
     };
-    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true)
+    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true, true)
         .map_err(|_| NakCode::StorageFailure)?;
     Ok(protocol::encode_ek(
         &r.public,
