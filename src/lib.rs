@@ -11,7 +11,7 @@
 //!                               │
 //!                         store (SQLite) ─► dps::export (CSV + DPS bulk JSON)
 //!                               │
-//!                         Event stream ─► CLI (text / JSON lines)
+//!                         Event stream ─► GUI (egui) | CLI (text / JSON lines)
 //! ```
 //!
 //! The library holds the whole workflow; front ends only start work and render
@@ -23,6 +23,7 @@ pub mod config;
 pub mod device;
 pub mod dps;
 pub mod error;
+pub mod gui;
 pub mod store;
 pub mod workflow;
 

@@ -10,13 +10,25 @@ use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(Debug, Serialize)]
-struct Check {
-    check: &'static str,
-    ok: bool,
-    detail: String,
+/// One doctor check and its outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    pub ok: bool,
+    pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    fix: Option<String>,
+    pub fix: Option<String>,
+}
+
+/// Every check for a loaded configuration (also shown in the GUI's settings).
+pub fn checks(c: &Config) -> Vec<Check> {
+    checks_for(c)
+        .into_iter()
+        .map(|(check, r)| match r {
+            Ok(detail) => pass(check, detail),
+            Err(e) => fail(check, &e),
+        })
+        .collect()
 }
 
 fn pass(check: &'static str, detail: impl Into<String>) -> Check {

@@ -2,7 +2,7 @@
 //! no workflow logic of its own.
 
 mod args;
-mod doctor;
+pub mod doctor;
 mod output;
 
 pub use args::Cli;
@@ -16,7 +16,7 @@ use crate::error::{Error, ExitClass, Result};
 use crate::store::{Status, Store};
 use crate::workflow::{self, DeviceInput, Permissions, Workflow};
 use args::*;
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use output::Out;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,9 +36,8 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli, out: Out) -> Result<ExitCode> {
     let Some(command) = cli.command else {
-        Cli::command().print_help().ok();
-        println!();
-        return Ok(ExitCode::SUCCESS);
+        // No subcommand: the technician's window.
+        return crate::gui::run(cli.config.as_deref());
     };
     let config_path = cli.config.as_deref();
     match command {

@@ -18,6 +18,8 @@ pub struct Config {
     pub simulator: SimulatorSection,
     #[serde(default)]
     pub upload: Option<UploadSection>,
+    #[serde(default)]
+    pub gui: GuiSection,
     /// Directory of the file this was loaded from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -471,4 +473,36 @@ fn default_give_up() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     30
+}
+
+/// `[gui]`: the technician's window.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuiSection {
+    /// Start provisioning as soon as a new device answers on the fixture.
+    #[serde(default)]
+    pub auto_start: bool,
+    /// Play a short sound on PASS and FAIL (the operator can mute it).
+    #[serde(default = "default_true")]
+    pub sounds: bool,
+    /// Text scale for reading from two metres away.
+    #[serde(default = "default_scale")]
+    pub scale: f32,
+}
+
+impl Default for GuiSection {
+    fn default() -> Self {
+        Self {
+            auto_start: false,
+            sounds: true,
+            scale: default_scale(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_scale() -> f32 {
+    1.25
 }

@@ -417,6 +417,60 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// How many enrollments match a search (serial or registration ID prefix; all if empty).
+    pub fn count_matching(&self, search: Option<&str>) -> Result<i64> {
+        match search.filter(|q| !q.is_empty()) {
+            None => self
+                .conn
+                .query_row("SELECT count(*) FROM enrollments", [], |r| r.get(0))
+                .map_err(|e| self.err(e)),
+            Some(q) => {
+                let pat = format!(
+                    "{}%",
+                    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                );
+                self.conn
+                    .query_row(
+                        "SELECT count(*) FROM enrollments WHERE registration_id LIKE ?1 ESCAPE '\\' \
+                         OR device_serial LIKE ?1 ESCAPE '\\'",
+                        [pat],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    /// Attempts since `since` (RFC 3339): passed, failed, median cycle time, failures by code.
+    pub fn shift_stats(&self, since: &str) -> Result<ShiftStats> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT outcome, error_code, duration_ms FROM attempts WHERE started_at >= ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([since]).map_err(|e| self.err(e))?;
+        let mut s = ShiftStats::default();
+        let mut durations = Vec::new();
+        let mut codes: std::collections::BTreeMap<String, i64> = Default::default();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let outcome: String = r.get(0).map_err(|e| self.err(e))?;
+            let duration: i64 = r.get(2).map_err(|e| self.err(e))?;
+            if outcome == "passed" {
+                s.passed += 1;
+                durations.push(duration);
+            } else {
+                s.failed += 1;
+                let code: Option<String> = r.get(1).map_err(|e| self.err(e))?;
+                *codes.entry(code.unwrap_or_default()).or_default() += 1;
+            }
+        }
+        durations.sort_unstable();
+        s.median_cycle_ms = durations.get(durations.len() / 2).copied();
+        let mut by_code: Vec<(String, i64)> = codes.into_iter().collect();
+        by_code.sort_by(|a, b| b.1.cmp(&a.1));
+        s.failures_by_code = by_code;
+        Ok(s)
+    }
+
     /// How many enrollments stand where.
     pub fn counts(&self) -> Result<Counts> {
         let one = |sql: &str| -> Result<i64> {
@@ -715,6 +769,24 @@ impl Cols<'_, '_> {
 
     fn text(&self, i: usize) -> Result<&str> {
         self.opt(i).map(|v| v.unwrap_or(""))
+    }
+}
+
+/// Attempt statistics over a period (a shift, a day).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ShiftStats {
+    pub passed: i64,
+    pub failed: i64,
+    pub median_cycle_ms: Option<i64>,
+    /// Failure codes, most frequent first.
+    pub failures_by_code: Vec<(String, i64)>,
+}
+
+impl ShiftStats {
+    /// Passed as a percentage of attempts, if any.
+    pub fn yield_percent(&self) -> Option<f64> {
+        let total = self.passed + self.failed;
+        (total > 0).then(|| self.passed as f64 * 100.0 / total as f64)
     }
 }
 
