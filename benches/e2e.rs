@@ -420,34 +420,60 @@ fn tpm() {
     let with_cert = Swtpm::start(Manufacture::EkWithCertificate);
     let roots = tpm::load_roots(&with_cert.roots(), |p| p.to_path_buf()).unwrap();
     let tcti = with_cert.tcti.clone();
-    let persistent = time(30, Box::new(|| {
-        tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, false).unwrap();
-    }));
-    let verified = time(30, Box::new(|| {
-        let r = tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, true).unwrap();
-        let (m, _) = tpm::check(&r, EkCertPolicy::Require, &roots).unwrap();
-        assert_eq!(m.ek_cert_status, "verified");
-    }));
+    let persistent = time(
+        30,
+        Box::new(|| {
+            tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, false).unwrap();
+        }),
+    );
+    let verified = time(
+        30,
+        Box::new(|| {
+            let r = tpm::read_ek_tcti(&tcti, TpmEkType::Rsa2048, false, false, true).unwrap();
+            let (m, _) = tpm::check(&r, EkCertPolicy::Require, &roots).unwrap();
+            assert_eq!(m.ek_cert_status, "verified");
+        }),
+    );
     let tools = |args: &[&str], tcti: &str| {
-        let st = std::process::Command::new(args[0]).args(&args[1..]).args(["-T", tcti]).output().unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let st = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .args(["-T", tcti])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ek.ctx");
     let out = dir.path().join("ek.pub");
     let (ctx, out) = (ctx.to_str().unwrap(), out.to_str().unwrap());
-    let theirs_persistent = time(10, Box::new(|| tools(&["tpm2_readpublic", "-c", "0x81010001", "-o", out], &tcti)));
+    let theirs_persistent = time(
+        10,
+        Box::new(|| tools(&["tpm2_readpublic", "-c", "0x81010001", "-o", out], &tcti)),
+    );
     let blank = Swtpm::start(Manufacture::Blank);
     let btcti = blank.tcti.clone();
-    let created = time(10, Box::new(|| {
-        let r = tpm::read_ek_tcti(&btcti, TpmEkType::Rsa2048, false, false, false).unwrap();
-        assert_eq!(r.origin, "created");
-    }));
-    let theirs_created = time(10, Box::new(|| {
-        tools(&["tpm2_createek", "-c", ctx, "-G", "rsa", "-u", out], &btcti);
-        tools(&["tpm2_readpublic", "-c", ctx, "-o", out], &btcti);
-        tools(&["tpm2_flushcontext", "-t"], &btcti);
-    }));
+    let created = time(
+        10,
+        Box::new(|| {
+            let r = tpm::read_ek_tcti(&btcti, TpmEkType::Rsa2048, false, false, false).unwrap();
+            assert_eq!(r.origin, "created");
+        }),
+    );
+    let theirs_created = time(
+        10,
+        Box::new(|| {
+            tools(
+                &["tpm2_createek", "-c", ctx, "-G", "rsa", "-u", out],
+                &btcti,
+            );
+            tools(&["tpm2_readpublic", "-c", ctx, "-o", out], &btcti);
+            tools(&["tpm2_flushcontext", "-t"], &btcti);
+        }),
+    );
     println!(
         "TPM EK read per device against swtpm (median):\n  \
          persistent EK: {persistent:.2} ms = {:.2}x of tpm2_createek + tpm2_readpublic ({theirs_created:.2} ms); \

@@ -95,10 +95,20 @@ fn list_shows_counts_and_searches() {
 }
 
 #[test]
-fn no_subcommand_prints_help() {
-    let out = std::process::Command::new(STATION).output().unwrap();
+fn help_lists_the_commands_and_no_subcommand_opens_the_window() {
+    let out = std::process::Command::new(STATION).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("provision"));
+    // Without a display the window cannot open: a clear environment error, not a crash.
+    let st = StationDir::new();
+    let out = std::process::Command::new(STATION)
+        .args(["--config", st.config().to_str().unwrap()])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("cannot open the station window"), "{}", text(&out));
 }
 
 #[test]

@@ -253,7 +253,10 @@ fn a_tpm_without_ek_certificate_fails_under_require_and_passes_with_a_recorded_w
     let (out, ev) = provision_one(&st, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let failed = ev.iter().find(|e| e["event"] == "failed");
-    assert_eq!(failed.unwrap_or_else(|| panic!("{}", text(&out)))["code"], "tpm.ek_cert_missing");
+    assert_eq!(
+        failed.unwrap_or_else(|| panic!("{}", text(&out)))["code"],
+        "tpm.ek_cert_missing"
+    );
 
     let st = tpm_station_with_roots(&tpm, &maker.roots(), "ek_certificate = \"warn\"");
     let (out, ev) = provision_one(&st, &[]);

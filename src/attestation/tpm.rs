@@ -153,19 +153,23 @@ pub fn read_ek_tcti(
         let obj = ctx
             .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(h)))
             .ok()?;
-        let public = ctx.read_public(KeyHandle::from(obj)).ok().map(|(p, _, _)| p);
+        let public = ctx
+            .read_public(KeyHandle::from(obj))
+            .ok()
+            .map(|(p, _, _)| p);
         let _ = ctx.tr_close(&mut obj.clone());
         public
     };
     let (public, origin) = match persistent(&mut ctx, EK_HANDLE) {
         Some(p) => (p, "persistent"),
         None => {
-            let handle = ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
-                tpm_error(
-                    "tpm.no_ek",
-                    format!("no EK at 0x81010001 and creating one failed: {e}"),
-                )
-            })?;
+            let handle =
+                ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
+                    tpm_error(
+                        "tpm.no_ek",
+                        format!("no EK at 0x81010001 and creating one failed: {e}"),
+                    )
+                })?;
             let (public, _, _) = ctx.read_public(handle).map_err(unreachable)?;
             let origin = if persist {
                 let target = PersistentTpmHandle::new(EK_HANDLE).map_err(unreachable)?;

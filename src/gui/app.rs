@@ -236,14 +236,21 @@ impl StationApp {
         }
         while let Ok(a) = self.reader.rx.try_recv() {
             match a {
-                Answer::Page { generation, offset, rows } if generation == self.history.generation => {
+                Answer::Page {
+                    generation,
+                    offset,
+                    rows,
+                } if generation == self.history.generation => {
                     self.history.pages.insert(offset, rows);
                 }
                 Answer::Count { generation, total } if generation == self.history.generation => {
                     self.history.total = Some(total);
                 }
                 Answer::Page { .. } | Answer::Count { .. } => {}
-                Answer::Details { registration_id, attempts } => {
+                Answer::Details {
+                    registration_id,
+                    attempts,
+                } => {
                     self.history.details = Some((registration_id, attempts));
                 }
                 Answer::Summary { counts, shift, day } => {
@@ -331,7 +338,13 @@ impl StationApp {
                 });
                 self.play("pass.wav");
             }
-            Event::Failed { code, message, remedy, serial, registration_id } => {
+            Event::Failed {
+                code,
+                message,
+                remedy,
+                serial,
+                registration_id,
+            } => {
                 self.finish_running(true);
                 if let Some(s) = serial {
                     self.device.serial = s.clone();
@@ -400,11 +413,17 @@ impl StationApp {
     /// The history row at `row`, if its page has arrived.
     pub fn history_row(&self, row: usize) -> Option<&Enrollment> {
         let offset = row / reader::PAGE * reader::PAGE;
-        self.history.pages.get(&offset).and_then(|p| p.get(row - offset))
+        self.history
+            .pages
+            .get(&offset)
+            .and_then(|p| p.get(row - offset))
     }
 
     fn start(&mut self, command: Command) {
-        if self.device.busy || self.operator.is_none() || !matches!(self.port, PortStatus::Connected(_)) {
+        if self.device.busy
+            || self.operator.is_none()
+            || !matches!(self.port, PortStatus::Connected(_))
+        {
             return;
         }
         self.device = DeviceView {
@@ -458,7 +477,9 @@ impl StationApp {
             }
             UiCommand::SearchChanged => self.refresh_history(),
             UiCommand::ShowDetails(id) => {
-                let _ = self.reader.tx.send(Query::Details { registration_id: id });
+                let _ = self.reader.tx.send(Query::Details {
+                    registration_id: id,
+                });
             }
             UiCommand::CloseDetails => self.history.details = None,
             UiCommand::ToggleSettings => self.show_settings = !self.show_settings,
@@ -480,7 +501,11 @@ impl StationApp {
                 self.port = PortStatus::Opening;
                 // The old worker (and its port) is gone before the new one opens the port.
                 drop(self.worker.take());
-                self.worker = Some(worker::spawn(self.config.clone(), Some(port), repaint_fn(&self.ctx)));
+                self.worker = Some(worker::spawn(
+                    self.config.clone(),
+                    Some(port),
+                    repaint_fn(&self.ctx),
+                ));
             }
         }
     }

@@ -38,7 +38,10 @@ pub fn draw(app: &mut StationApp, ui: &mut egui::Ui) -> Vec<UiCommand> {
 
 fn header(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     ui.horizontal(|ui| {
-        ui.heading(format!("{} · {}", app.config.station.id, app.config.station.line));
+        ui.heading(format!(
+            "{} · {}",
+            app.config.station.id, app.config.station.line
+        ));
         ui.separator();
         ui.label(format!(
             "Operator: {}",
@@ -119,13 +122,28 @@ fn step_line(ui: &mut egui::Ui, step: Step, state: StepState) {
             format!("{:.1} s", t.elapsed().as_secs_f32()),
             Color32::from_rgb(0xd0, 0x90, 0x20),
         ),
-        StepState::Done(d) => ("done", format!("{:.0} ms", d.as_secs_f64() * 1e3), PASS_GREEN),
-        StepState::Failed(d) => ("FAILED", format!("{:.0} ms", d.as_secs_f64() * 1e3), FAIL_RED),
+        StepState::Done(d) => (
+            "done",
+            format!("{:.0} ms", d.as_secs_f64() * 1e3),
+            PASS_GREEN,
+        ),
+        StepState::Failed(d) => (
+            "FAILED",
+            format!("{:.0} ms", d.as_secs_f64() * 1e3),
+            FAIL_RED,
+        ),
     };
     ui.horizontal(|ui| {
         dot(ui, color);
-        ui.add_sized([150.0, 28.0], egui::Label::new(RichText::new(step.label()).size(22.0).color(color)));
-        ui.label(RichText::new(format!("{word} {text}")).size(18.0).color(color));
+        ui.add_sized(
+            [150.0, 28.0],
+            egui::Label::new(RichText::new(step.label()).size(22.0).color(color)),
+        );
+        ui.label(
+            RichText::new(format!("{word} {text}"))
+                .size(18.0)
+                .color(color),
+        );
     });
 }
 
@@ -133,19 +151,28 @@ fn current_device(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiComma
     let idle = !app.device.busy;
     ui.horizontal(|ui| {
         let label = ui.label(RichText::new("Serial number").size(22.0));
+        // Enter is read before the field handles it (the field gives up focus on Enter).
+        let id = egui::Id::unique("serial-number");
+        let entered =
+            ui.input(|i| i.key_pressed(egui::Key::Enter)) && ui.memory(|m| m.has_focus(id));
         let field = ui.add_enabled(
             idle,
             egui::TextEdit::singleline(&mut app.serial_input)
+                .id(id)
                 .hint_text("scan or type, then Enter")
                 .font(egui::TextStyle::Heading)
                 .desired_width(320.0),
         );
         let field = field.labelled_by(label.id);
-        if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+        if entered {
             out.push(UiCommand::Start);
         }
         // A barcode scanner is a keyboard: keep the field focused while idle.
-        if idle && app.operator.is_some() && !app.show_settings && ui.ctx().memory(|m| m.focused().is_none()) {
+        if idle
+            && app.operator.is_some()
+            && !app.show_settings
+            && ui.ctx().memory(|m| m.focused().is_none())
+        {
             field.request_focus();
         }
         let start = ui.add_enabled(
@@ -166,11 +193,22 @@ fn current_device(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiComma
         }
     });
     ui.add_space(8.0);
-    ui.label(RichText::new(format!(
-        "Device: {}    Registration ID: {}",
-        if app.device.serial.is_empty() { "—" } else { &app.device.serial },
-        if app.device.registration_id.is_empty() { "—" } else { &app.device.registration_id },
-    )).size(20.0));
+    ui.label(
+        RichText::new(format!(
+            "Device: {}    Registration ID: {}",
+            if app.device.serial.is_empty() {
+                "—"
+            } else {
+                &app.device.serial
+            },
+            if app.device.registration_id.is_empty() {
+                "—"
+            } else {
+                &app.device.registration_id
+            },
+        ))
+        .size(20.0),
+    );
     ui.add_space(8.0);
     ui.horizontal(|ui| {
         ui.vertical(|ui| {
@@ -182,21 +220,40 @@ fn current_device(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiComma
     if let Some((w, t)) = app.device.progress
         && app.device.busy
     {
-        ui.add(egui::ProgressBar::new(w as f32 / t.max(1) as f32).text(format!("Writing {w}/{t} bytes")));
+        ui.add(
+            egui::ProgressBar::new(w as f32 / t.max(1) as f32)
+                .text(format!("Writing {w}/{t} bytes")),
+        );
     }
     for w in &app.device.warnings {
         ui.colored_label(Color32::from_rgb(0xb3, 0x6b, 0x00), format!("⚠ {w}"));
     }
     ui.add_space(12.0);
     match &app.device.banner {
-        Some(Banner::Pass { registration_id, serial, ms }) => {
-            banner(ui, PASS_GREEN, "PASS", &format!("{registration_id} (serial {serial}) in {ms:.0} ms"));
+        Some(Banner::Pass {
+            registration_id,
+            serial,
+            ms,
+        }) => {
+            banner(
+                ui,
+                PASS_GREEN,
+                "PASS",
+                &format!("{registration_id} (serial {serial}) in {ms:.0} ms"),
+            );
         }
         Some(Banner::Fail(p)) => {
             banner(ui, FAIL_RED, "FAIL", &format!("{}: {}", p.code, p.message));
-            ui.label(RichText::new(format!("What to do: {}", p.remedy)).size(22.0).strong());
+            ui.label(
+                RichText::new(format!("What to do: {}", p.remedy))
+                    .size(22.0)
+                    .strong(),
+            );
             if ui
-                .add_enabled(!app.device.busy, egui::Button::new(RichText::new("Retry").size(24.0)))
+                .add_enabled(
+                    !app.device.busy,
+                    egui::Button::new(RichText::new("Retry").size(24.0)),
+                )
                 .clicked()
             {
                 out.push(UiCommand::Retry);
@@ -212,13 +269,22 @@ fn current_device(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiComma
 }
 
 fn banner(ui: &mut egui::Ui, color: Color32, title: &str, detail: &str) {
-    egui::Frame::new().fill(color).inner_margin(16.0).corner_radius(8.0).show(ui, |ui| {
-        ui.set_min_width(ui.available_width());
-        ui.vertical_centered(|ui| {
-            ui.label(RichText::new(title).size(64.0).strong().color(Color32::WHITE));
-            ui.label(RichText::new(detail).size(20.0).color(Color32::WHITE));
+    egui::Frame::new()
+        .fill(color)
+        .inner_margin(16.0)
+        .corner_radius(8.0)
+        .show(ui, |ui| {
+            ui.set_min_width(ui.available_width());
+            ui.vertical_centered(|ui| {
+                ui.label(
+                    RichText::new(title)
+                        .size(64.0)
+                        .strong()
+                        .color(Color32::WHITE),
+                );
+                ui.label(RichText::new(detail).size(20.0).color(Color32::WHITE));
+            });
         });
-    });
 }
 
 fn stats_block(ui: &mut egui::Ui, title: &str, s: &crate::store::ShiftStats) {
@@ -226,7 +292,8 @@ fn stats_block(ui: &mut egui::Ui, title: &str, s: &crate::store::ShiftStats) {
     ui.label(format!("Passed: {}   Failed: {}", s.passed, s.failed));
     ui.label(format!(
         "Yield: {}   Median cycle: {}",
-        s.yield_percent().map_or("—".into(), |y| format!("{y:.1} %")),
+        s.yield_percent()
+            .map_or("—".into(), |y| format!("{y:.1} %")),
         s.median_cycle_ms.map_or("—".into(), |m| format!("{m} ms"))
     ));
 }
@@ -244,7 +311,10 @@ fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>
             }
         }
         ui.separator();
-        if ui.add(egui::Button::new(RichText::new("Export batch").size(20.0))).clicked() {
+        if ui
+            .add(egui::Button::new(RichText::new("Export batch").size(20.0)))
+            .clicked()
+        {
             out.push(UiCommand::Export);
         }
         match &app.export_note {
@@ -257,7 +327,10 @@ fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>
                 ui.label("Nothing to export: every provisioned device is in a batch.");
             }
             Some(Err(p)) => {
-                ui.colored_label(FAIL_RED, format!("Export failed: {} — {}", p.message, p.remedy));
+                ui.colored_label(
+                    FAIL_RED,
+                    format!("Export failed: {} — {}", p.message, p.remedy),
+                );
             }
             None => {}
         }
@@ -367,13 +440,19 @@ fn login(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>) {
         .anchor(egui::Align2::CENTER_CENTER, egui::vec2(0.0, 0.0))
         .show(ctx, |ui| {
             let label = ui.label(RichText::new("Operator ID (type or scan your badge)").size(20.0));
+            let id = egui::Id::unique("operator-id");
+            let enter =
+                ui.input(|i| i.key_pressed(egui::Key::Enter)) && ui.memory(|m| m.has_focus(id));
             let r = ui
-                .add(egui::TextEdit::singleline(&mut app.operator_input).font(egui::TextStyle::Heading))
+                .add(
+                    egui::TextEdit::singleline(&mut app.operator_input)
+                        .id(id)
+                        .font(egui::TextStyle::Heading),
+                )
                 .labelled_by(label.id);
             if !r.has_focus() && ctx.memory(|m| m.focused().is_none()) {
                 r.request_focus();
             }
-            let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if (ui.button(RichText::new("Start shift").size(20.0)).clicked() || enter)
                 && !app.operator_input.trim().is_empty()
             {
@@ -391,7 +470,8 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
             ui.label(RichText::new("Fixture port").strong());
             ui.horizontal(|ui| {
                 let label = ui.label("Port path, sim or auto");
-                ui.add(egui::TextEdit::singleline(&mut app.port_input)).labelled_by(label.id);
+                ui.add(egui::TextEdit::singleline(&mut app.port_input))
+                    .labelled_by(label.id);
                 if ui.button("Use this port").clicked() {
                     out.push(UiCommand::UsePort(app.port_input.clone()));
                 }
@@ -408,7 +488,10 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
                         ),
                         _ => p.port_name.clone(),
                     };
-                    if ui.selectable_label(app.port_input == p.port_name, desc).clicked() {
+                    if ui
+                        .selectable_label(app.port_input == p.port_name, desc)
+                        .clicked()
+                    {
                         app.port_input = p.port_name.clone();
                     }
                 }
@@ -422,7 +505,11 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
             });
             if let Some(checks) = &app.doctor {
                 for c in checks {
-                    let (icon, color) = if c.ok { ("ok", PASS_GREEN) } else { ("FAIL", FAIL_RED) };
+                    let (icon, color) = if c.ok {
+                        ("ok", PASS_GREEN)
+                    } else {
+                        ("FAIL", FAIL_RED)
+                    };
                     ui.colored_label(color, format!("{icon} {}: {}", c.check, c.detail));
                     if let Some(f) = &c.fix {
                         ui.label(format!("    fix: {f}"));
@@ -431,9 +518,13 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
             }
             ui.separator();
             ui.label(RichText::new("Effective station.toml (read-only)").strong());
-            egui::ScrollArea::vertical().max_height(300.0).show(ui, |ui| {
-                ui.add(egui::Label::new(RichText::new(&app.effective_config).monospace()));
-            });
+            egui::ScrollArea::vertical()
+                .max_height(300.0)
+                .show(ui, |ui| {
+                    ui.add(egui::Label::new(
+                        RichText::new(&app.effective_config).monospace(),
+                    ));
+                });
         });
     if !open {
         out.push(UiCommand::ToggleSettings);
@@ -441,26 +532,34 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
 }
 
 fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>) {
-    let Some((id, attempts)) = &app.history.details else { return };
+    let Some((id, attempts)) = &app.history.details else {
+        return;
+    };
     let mut open = true;
-    egui::Window::new(format!("Device {id}")).open(&mut open).show(ctx, |ui| {
-        ui.label(RichText::new("Attempts").strong());
-        for a in attempts {
-            let color = if a.outcome == "passed" { PASS_GREEN } else { FAIL_RED };
-            ui.colored_label(
-                color,
-                format!(
-                    "{}  {}  {}  {} ms  operator {}  {}",
-                    a.started_at,
-                    a.outcome,
-                    a.error_code.as_deref().unwrap_or(""),
-                    a.duration_ms,
-                    a.operator,
-                    a.message.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    });
+    egui::Window::new(format!("Device {id}"))
+        .open(&mut open)
+        .show(ctx, |ui| {
+            ui.label(RichText::new("Attempts").strong());
+            for a in attempts {
+                let color = if a.outcome == "passed" {
+                    PASS_GREEN
+                } else {
+                    FAIL_RED
+                };
+                ui.colored_label(
+                    color,
+                    format!(
+                        "{}  {}  {}  {} ms  operator {}  {}",
+                        a.started_at,
+                        a.outcome,
+                        a.error_code.as_deref().unwrap_or(""),
+                        a.duration_ms,
+                        a.operator,
+                        a.message.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        });
     if !open {
         out.push(UiCommand::CloseDetails);
     }
@@ -489,7 +588,13 @@ impl Bench {
 
 fn rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
@@ -500,7 +605,9 @@ pub fn after_frame(app: &mut StationApp, ui: &mut egui::Ui, frame: &mut eframe::
     let have_rows = app.history.total.unwrap_or(0) > 0;
     if let Some(b) = app.bench_mut() {
         if b.first_frame_ms.is_none() {
-            b.first_frame_ms = super::LAUNCHED.get().map(|t| t.elapsed().as_secs_f64() * 1e3);
+            b.first_frame_ms = super::LAUNCHED
+                .get()
+                .map(|t| t.elapsed().as_secs_f64() * 1e3);
         }
         if let Some(c) = cpu
             && have_rows

@@ -13,20 +13,46 @@ pub const PAGE: usize = 100;
 #[derive(Debug, Clone)]
 pub enum Query {
     /// Total rows for a search, and the page at `offset`.
-    Page { search: String, offset: usize, generation: u64 },
-    Count { search: String, generation: u64 },
-    Details { registration_id: String },
-    Summary { shift_since: String, day_since: String },
+    Page {
+        search: String,
+        offset: usize,
+        generation: u64,
+    },
+    Count {
+        search: String,
+        generation: u64,
+    },
+    Details {
+        registration_id: String,
+    },
+    Summary {
+        shift_since: String,
+        day_since: String,
+    },
     Pending,
 }
 
 /// What the reader answers.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    Page { generation: u64, offset: usize, rows: Vec<Enrollment> },
-    Count { generation: u64, total: usize },
-    Details { registration_id: String, attempts: Vec<AttemptRow> },
-    Summary { counts: Counts, shift: ShiftStats, day: ShiftStats },
+    Page {
+        generation: u64,
+        offset: usize,
+        rows: Vec<Enrollment>,
+    },
+    Count {
+        generation: u64,
+        total: usize,
+    },
+    Details {
+        registration_id: String,
+        attempts: Vec<AttemptRow>,
+    },
+    Summary {
+        counts: Counts,
+        shift: ShiftStats,
+        day: ShiftStats,
+    },
     Pending(Vec<Enrollment>),
     Error(String),
 }
@@ -52,25 +78,45 @@ pub fn spawn(path: PathBuf, repaint: impl Fn() + Send + 'static) -> Reader {
                 }
             };
             while let Ok(q) = queries.recv() {
-                let answer = match q {
-                    Query::Page { search, offset, generation } => store
-                        .list(None, Some(&search), PAGE as u32, offset as u64)
-                        .map(|rows| Answer::Page { generation, offset, rows }),
-                    Query::Count { search, generation } => store
-                        .count_matching(Some(&search))
-                        .map(|n| Answer::Count { generation, total: n as usize }),
-                    Query::Details { registration_id } => store
-                        .attempts(&registration_id, 50)
-                        .map(|attempts| Answer::Details { registration_id, attempts }),
-                    Query::Summary { shift_since, day_since } => (|| {
-                        Ok(Answer::Summary {
-                            counts: store.counts()?,
-                            shift: store.shift_stats(&shift_since)?,
-                            day: store.shift_stats(&day_since)?,
-                        })
-                    })(),
-                    Query::Pending => store.list(Some(Status::Pending), None, 20, 0).map(Answer::Pending),
-                };
+                let answer =
+                    match q {
+                        Query::Page {
+                            search,
+                            offset,
+                            generation,
+                        } => store
+                            .list(None, Some(&search), PAGE as u32, offset as u64)
+                            .map(|rows| Answer::Page {
+                                generation,
+                                offset,
+                                rows,
+                            }),
+                        Query::Count { search, generation } => {
+                            store.count_matching(Some(&search)).map(|n| Answer::Count {
+                                generation,
+                                total: n as usize,
+                            })
+                        }
+                        Query::Details { registration_id } => store
+                            .attempts(&registration_id, 50)
+                            .map(|attempts| Answer::Details {
+                                registration_id,
+                                attempts,
+                            }),
+                        Query::Summary {
+                            shift_since,
+                            day_since,
+                        } => (|| {
+                            Ok(Answer::Summary {
+                                counts: store.counts()?,
+                                shift: store.shift_stats(&shift_since)?,
+                                day: store.shift_stats(&day_since)?,
+                            })
+                        })(),
+                        Query::Pending => store
+                            .list(Some(Status::Pending), None, 20, 0)
+                            .map(Answer::Pending),
+                    };
                 let _ = answers.send(answer.unwrap_or_else(|e| Answer::Error(e.to_string())));
                 repaint();
             }

@@ -45,7 +45,9 @@ impl From<&Error> for Problem {
 #[derive(Debug, Clone)]
 pub enum Report {
     /// The fixture is open on this port.
-    Connected { port: String },
+    Connected {
+        port: String,
+    },
     /// The fixture or the database could not be opened.
     Unavailable(Problem),
     Warning(String),
@@ -87,7 +89,13 @@ pub fn spawn(config: Config, port: Option<String>, repaint: impl Fn() + Send + '
     }
 }
 
-fn run(config: Config, port: Option<String>, commands: Receiver<Command>, reports: Sender<Report>, repaint: impl Fn()) {
+fn run(
+    config: Config,
+    port: Option<String>,
+    commands: Receiver<Command>,
+    reports: Sender<Report>,
+    repaint: impl Fn(),
+) {
     let send = |r: Report| {
         let _ = reports.send(r);
         repaint();
@@ -139,13 +147,16 @@ fn run(config: Config, port: Option<String>, commands: Receiver<Command>, report
                     operator,
                     permissions,
                 };
-                let result = workflow.provision(&mut fixture.link, &input, &mut |e| send(Report::Event(e)));
+                let result =
+                    workflow.provision(&mut fixture.link, &input, &mut |e| send(Report::Event(e)));
                 if let Ok(o) = &result {
                     last_serial = Some(o.serial.clone());
                 }
                 send(Report::Finished);
             }
-            Command::Export => send(Report::Exported(export_batch(&config).map_err(|e| (&e).into()))),
+            Command::Export => send(Report::Exported(
+                export_batch(&config).map_err(|e| (&e).into()),
+            )),
         }
     }
 }
@@ -166,4 +177,3 @@ fn export_batch(config: &Config) -> Result<Option<export::ExportSummary>, Error>
         &config.export_dir(),
     )
 }
-

@@ -427,7 +427,9 @@ impl Store {
             Some(q) => {
                 let pat = format!(
                     "{}%",
-                    q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+                    q.replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
                 );
                 self.conn
                     .query_row(
@@ -445,7 +447,9 @@ impl Store {
     pub fn shift_stats(&self, since: &str) -> Result<ShiftStats> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT outcome, error_code, duration_ms FROM attempts WHERE started_at >= ?1")
+            .prepare_cached(
+                "SELECT outcome, error_code, duration_ms FROM attempts WHERE started_at >= ?1",
+            )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([since]).map_err(|e| self.err(e))?;
         let mut s = ShiftStats::default();
@@ -466,7 +470,7 @@ impl Store {
         durations.sort_unstable();
         s.median_cycle_ms = durations.get(durations.len() / 2).copied();
         let mut by_code: Vec<(String, i64)> = codes.into_iter().collect();
-        by_code.sort_by(|a, b| b.1.cmp(&a.1));
+        by_code.sort_by_key(|b| std::cmp::Reverse(b.1));
         s.failures_by_code = by_code;
         Ok(s)
     }

@@ -138,6 +138,21 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_openers_of_a_new_database_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Store::open(&p).map(|s| s.schema_version().unwrap()))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().unwrap(), schema::SCHEMA_VERSION);
+        }
+    }
+
+    #[test]
     fn lifecycle_pending_failed_provisioned_exported() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("s.db")).unwrap();

@@ -146,24 +146,28 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
     let err = |e: rusqlite::Error| Error::from(e).in_database(path);
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            path: path.to_string(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    // Read the version inside the write transaction: two connections opening a new database
+    // at once (the GUI's worker and reader) must not both run the same migration.
+    loop {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew {
+                path: path.to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return tx.commit().map_err(err);
+        }
+        tx.execute_batch(MIGRATIONS[found as usize]).map_err(err)?;
+        tx.pragma_update(None, "user_version", found + 1)
             .map_err(err)?;
         tx.commit().map_err(err)?;
     }
-    Ok(())
 }
