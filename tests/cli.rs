@@ -96,7 +96,10 @@ fn list_shows_counts_and_searches() {
 
 #[test]
 fn help_lists_the_commands_and_no_subcommand_opens_the_window() {
-    let out = std::process::Command::new(STATION).arg("--help").output().unwrap();
+    let out = std::process::Command::new(STATION)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("provision"));
     // Without a display the window cannot open: a clear environment error, not a crash.
@@ -108,7 +111,11 @@ fn help_lists_the_commands_and_no_subcommand_opens_the_window() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("cannot open the station window"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot open the station window"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

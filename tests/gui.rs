@@ -140,7 +140,8 @@ fn a_scanned_barcode_followed_by_enter_starts_the_device() {
     h.key_press(egui::Key::Enter);
     wait(&mut h, 20, |h| h.query_by_label("FAIL").is_some());
     assert!(
-        h.query_by_label_contains("device.serial_mismatch")
+        h.query_all_by_label_contains("device.serial_mismatch")
+            .next()
             .is_some()
     );
 }
