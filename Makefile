@@ -5,7 +5,7 @@ APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps run test lint bench
+.PHONY: deps gui-deps run run-headless test bench screenshot
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -17,8 +17,13 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
 
-# Provision five simulated devices end to end, export the batch, list the database.
+# The station window on the repository's station.toml (built-in simulated device).
 run: deps
+	$(CARGO) build
+	./target/debug/station
+
+# The same pipeline headless: provision five simulated devices, export, list.
+run-headless: deps
 	$(CARGO) build
 	./target/debug/station doctor
 	./target/debug/station provision --count 5
@@ -30,6 +35,26 @@ test: deps
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
 
-bench: deps
+bench: deps gui-deps
 	$(CARGO) bench --bench protocol
 	$(CARGO) bench --bench e2e
+
+GUI_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0
+
+gui-deps:
+	@missing=""; for p in $(GUI_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# Regenerate docs/station-window.png: the real window under Xvfb after a PASS.
+screenshot: deps gui-deps
+	$(CARGO) build
+	rm -rf target/screenshot && mkdir -p target/screenshot/assets
+	cp -r assets/demo target/screenshot/assets/
+	sed -e 's|^\[simulator\]|[gui]\nauto_start = true\nsounds = false\n\n[simulator]|' station.toml > target/screenshot/station.toml
+	STATION_OPERATOR=demo STATION_GUI_SCREENSHOT=$(CURDIR)/docs/station-window.png \
+	  xvfb-run -a -s "-screen 0 1280x800x24" ./target/debug/station --config target/screenshot/station.toml

@@ -9,11 +9,13 @@
 //!
 //! 5. upload to a local server playing DPS: enrollments per minute at the default rate limit,
 //!    and the request count for 10,000 enrollments;
+//! 7. GUI (needs `xvfb-run`): frame CPU time while scrolling the history of 1,000,000
+//!    enrollments, launch to first frame, resident memory;
 //! 6. TPM: EK read per device against swtpm (persistent EK, created EK, with EK-certificate
 //!    verification) against `tpm2_createek` + `tpm2_readpublic` on the same swtpm.
 //!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
-//! part: `overhead`, `efficiency`, `export`, `x509`, `upload` or `tpm`.
+//! part: `overhead`, `efficiency`, `export`, `x509`, `upload`, `tpm` or `gui`.
 
 use provisioning_station::config;
 use provisioning_station::device::link::Link;
@@ -488,6 +490,55 @@ fn tpm() {
     );
 }
 
+fn gui() {
+    if std::process::Command::new("xvfb-run").arg("--help").output().is_err() {
+        println!("GUI: skipped (xvfb-run is not installed; `make bench` installs it)");
+        return;
+    }
+    let n = env_n("E2E_EXPORT", 1_000_000) as i64;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let keys = keys_of(&cfg);
+    let db = dir.path().join("station.db");
+    drop(Store::open(&db).unwrap());
+    fill(&db, n, keys.primary.as_ref().unwrap().id());
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/station.toml"))
+        .unwrap()
+        .replace("station-data/station.db", db.to_str().unwrap())
+        .replace("assets/demo/group-key.txt", concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/group-key.txt"))
+        .replace("station-data/", &format!("{}/", dir.path().display()));
+    let config_path = dir.path().join("station.toml");
+    std::fs::write(&config_path, toml).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x800x24", env!("CARGO_BIN_EXE_station"), "--config"])
+            .arg(&config_path)
+            .env("STATION_GUI_BENCH", "300")
+            .env("STATION_OPERATOR", "bench")
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with('{')).map(str::to_string);
+        match line {
+            Some(l) => runs.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+            None => {
+                println!("GUI: the window did not report ({})", String::from_utf8_lossy(&out.stderr));
+                return;
+            }
+        }
+    }
+    let med = |k: &str| median_ms(runs.iter().map(|r| r[k].as_f64().unwrap_or(f64::NAN)).collect());
+    println!(
+        "GUI under Xvfb (Mesa llvmpipe, glow), history of {} enrollments scrolled 37 rows a frame, median of 3 runs:\n  \
+         frame CPU time median {:.2} ms, p99 {:.2} ms; launch to first frame {:.0} ms; resident memory {:.0} MB",
+        runs[0]["history_rows"],
+        med("frame_cpu_median_ms"),
+        med("frame_cpu_p99_ms"),
+        med("launch_to_first_frame_ms"),
+        med("rss_mb")
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing: run only when
     // asked to bench.
@@ -513,5 +564,8 @@ fn main() {
     }
     if run("tpm") {
         tpm();
+    }
+    if run("gui") {
+        gui();
     }
 }
