@@ -1,11 +1,11 @@
 # The two commands of README.md: `make run` and `make test`. Both install the Debian packages
 # they need (idempotently) first.
 
-APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools
+APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps run run-headless test bench screenshot
+.PHONY: deps gui-deps run run-headless test bench screenshot cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -30,10 +30,26 @@ run-headless: deps
 	./target/debug/station export
 	./target/debug/station list --limit 10
 
-test: deps
+test: deps deb-check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+CARGO_DEB_VERSION := 3.8.0
+
+cargo-deb:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+
+# The Debian package a station PC is set up from (installer/README.md).
+deb: deps cargo-deb
+	$(CARGO) deb
+
+# Build the package (debug profile: same files and metadata, no second full build) twice, as
+# two versions, and check it: contents, control, conffiles, lintian, install/upgrade/purge.
+deb-check: deps cargo-deb
+	$(CARGO) deb --profile dev --fast --deb-version 0.1.0-1 -o target/debian/check-1.deb
+	$(CARGO) deb --profile dev --fast --no-build --deb-version 0.1.0-2 -o target/debian/check-2.deb
+	installer/check-deb.sh target/debian/check-1.deb target/debian/check-2.deb
 
 bench: deps gui-deps
 	$(CARGO) bench --bench protocol

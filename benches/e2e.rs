@@ -491,7 +491,11 @@ fn tpm() {
 }
 
 fn gui() {
-    if std::process::Command::new("xvfb-run").arg("--help").output().is_err() {
+    if std::process::Command::new("xvfb-run")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
         println!("GUI: skipped (xvfb-run is not installed; `make bench` installs it)");
         return;
     }
@@ -505,29 +509,50 @@ fn gui() {
     let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/station.toml"))
         .unwrap()
         .replace("station-data/station.db", db.to_str().unwrap())
-        .replace("assets/demo/group-key.txt", concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/group-key.txt"))
+        .replace(
+            "assets/demo/group-key.txt",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/group-key.txt"),
+        )
         .replace("station-data/", &format!("{}/", dir.path().display()));
     let config_path = dir.path().join("station.toml");
     std::fs::write(&config_path, toml).unwrap();
     let mut runs = Vec::new();
     for _ in 0..3 {
         let out = std::process::Command::new("xvfb-run")
-            .args(["-a", "-s", "-screen 0 1280x800x24", env!("CARGO_BIN_EXE_station"), "--config"])
+            .args([
+                "-a",
+                "-s",
+                "-screen 0 1280x800x24",
+                env!("CARGO_BIN_EXE_station"),
+                "--config",
+            ])
             .arg(&config_path)
             .env("STATION_GUI_BENCH", "300")
             .env("STATION_OPERATOR", "bench")
             .output()
             .unwrap();
-        let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with('{')).map(str::to_string);
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .map(str::to_string);
         match line {
             Some(l) => runs.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
             None => {
-                println!("GUI: the window did not report ({})", String::from_utf8_lossy(&out.stderr));
+                println!(
+                    "GUI: the window did not report ({})",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 return;
             }
         }
     }
-    let med = |k: &str| median_ms(runs.iter().map(|r| r[k].as_f64().unwrap_or(f64::NAN)).collect());
+    let med = |k: &str| {
+        median_ms(
+            runs.iter()
+                .map(|r| r[k].as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        )
+    };
     println!(
         "GUI under Xvfb (Mesa llvmpipe, glow), history of {} enrollments scrolled 37 rows a frame, median of 3 runs:\n  \
          frame CPU time median {:.2} ms, p99 {:.2} ms; launch to first frame {:.0} ms; resident memory {:.0} MB",

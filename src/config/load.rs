@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// Environment variable that selects another configuration file.
 pub const CONFIG_ENV: &str = "STATION_CONFIG";
-/// The file used when neither `--config` nor `STATION_CONFIG` is given.
+/// The file used when neither `--config` nor `STATION_CONFIG` is given, if it exists...
 pub const DEFAULT_CONFIG: &str = "station.toml";
+/// ...else the installed station's configuration.
+pub const SYSTEM_CONFIG: &str = "/etc/provisioning-station/station.toml";
 
 /// Load and validate the configuration from `path` (or `STATION_CONFIG`, or `./station.toml`).
 pub fn load(path: Option<&Path>) -> Result<Config> {
@@ -16,7 +18,14 @@ pub fn load(path: Option<&Path>) -> Result<Config> {
         Some(p) => p.to_path_buf(),
         None => std::env::var_os(CONFIG_ENV)
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            .unwrap_or_else(|| {
+                let local = PathBuf::from(DEFAULT_CONFIG);
+                if !local.exists() && Path::new(SYSTEM_CONFIG).exists() {
+                    PathBuf::from(SYSTEM_CONFIG)
+                } else {
+                    local
+                }
+            }),
     };
     let text = std::fs::read_to_string(&path).map_err(|source| Error::ConfigUnreadable {
         path: path.clone(),
