@@ -190,6 +190,7 @@ fn upload() {
         std::fs::write(&key_file, common::dps_server::POLICY_KEY).unwrap();
         let section = UploadSection {
             host: "bench-dps.azure-devices-provisioning.net".into(),
+            endpoint: None,
             policy_name: common::dps_server::POLICY.into(),
             policy_key_file: Some(key_file),
             policy_key_env: None,

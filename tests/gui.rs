@@ -189,3 +189,41 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
             .any(|p| p.to_string_lossy().ends_with(".dps.json"))
     );
 }
+
+#[test]
+fn the_upload_button_sends_exported_devices_to_dps() {
+    let dps = common::dps_server::FakeDps::start();
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/dps-policy-key.txt"
+    );
+    let cfg = default_config()
+        + &format!(
+            "\n[upload]\nhost = \"my-dps.azure-devices-provisioning.net\"\nendpoint = \"{}\"\npolicy_key_file = \"{key}\"\n",
+            dps.url
+        );
+    let st = StationDir::with_config(&cfg);
+    let mut h = harness(&st);
+    login(&mut h, "op-1");
+    h.get_by_label("Start").click();
+    wait(&mut h, 20, |h| h.query_by_label("PASS").is_some());
+    h.get_by_label("Export batch").click();
+    wait(&mut h, 20, |h| {
+        h.query_all_by_label_contains("enrollments")
+            .next()
+            .is_some()
+    });
+    h.get_by_label("Upload to DPS").click();
+    wait(&mut h, 20, |h| {
+        h.query_all_by_label_contains("Uploaded 1, conflicts 0")
+            .next()
+            .is_some()
+    });
+    assert!(
+        dps.state
+            .lock()
+            .unwrap()
+            .enrollments
+            .contains_key("sim000001")
+    );
+}

@@ -171,6 +171,16 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
                 ),
             ));
         }
+        if let Some(e) = &u.endpoint
+            && !(e.starts_with("https://") || e.starts_with("http://"))
+        {
+            return Err(bad(
+                "upload.endpoint",
+                format!(
+                    "expected a base URL such as https://my-dps.azure-devices-provisioning.net, got `{e}`"
+                ),
+            ));
+        }
         if u.policy_key_file.is_none() && u.policy_key_env.is_none() {
             return Err(bad(
                 "upload.policy_name",

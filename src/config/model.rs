@@ -433,6 +433,9 @@ impl Config {
 pub struct UploadSection {
     /// The DPS instance's service host, e.g. `my-dps.azure-devices-provisioning.net`.
     pub host: String,
+    /// Base URL instead of `https://<host>` (sovereign clouds, a test server).
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// Shared access policy name.
     #[serde(default = "default_policy_name")]
     pub policy_name: String,

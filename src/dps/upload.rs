@@ -144,6 +144,7 @@ impl Dps {
     pub fn new(config: &Config, section: &UploadSection, endpoint: Option<&str>) -> Result<Self> {
         let key = policy_key(config, section)?;
         let base = endpoint
+            .or(section.endpoint.as_deref())
             .map(|e| e.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("https://{}", section.host));
         // The token's resource is the host requests go to.

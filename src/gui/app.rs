@@ -78,7 +78,7 @@ pub struct History {
     pub total: Option<usize>,
     pub pages: HashMap<usize, Vec<Enrollment>>,
     pub requested: HashSet<usize>,
-    pub details: Option<(String, Vec<AttemptRow>)>,
+    pub details: Option<(String, Option<Box<Enrollment>>, Vec<AttemptRow>)>,
     /// Bench mode: scroll position to force.
     pub scroll_to: Option<f32>,
 }
@@ -98,6 +98,7 @@ pub enum UiCommand {
     Retry,
     Rerun(String),
     Export,
+    Upload,
     SearchChanged,
     ShowDetails(String),
     CloseDetails,
@@ -122,6 +123,8 @@ pub struct StationApp {
     pub day: ShiftStats,
     pub pending: Vec<Enrollment>,
     pub export_note: Option<Result<Option<ExportSummary>, Problem>>,
+    pub upload_note: Option<Result<crate::dps::upload::UploadSummary, Problem>>,
+    pub uploading: bool,
     pub warnings: Vec<String>,
     pub db_error: Option<String>,
     pub show_settings: bool,
@@ -183,6 +186,8 @@ impl StationApp {
             day: ShiftStats::default(),
             pending: Vec::new(),
             export_note: None,
+            upload_note: None,
+            uploading: false,
             warnings: Vec::new(),
             db_error: None,
             show_settings: false,
@@ -227,6 +232,10 @@ impl StationApp {
                     self.summary_due = Instant::now();
                     let _ = self.reader.tx.send(Query::Pending);
                 }
+                Report::Uploaded(r) => {
+                    self.upload_note = Some(r);
+                    self.uploading = false;
+                }
                 Report::Exported(r) => {
                     self.export_note = Some(r);
                     self.summary_due = Instant::now();
@@ -249,9 +258,10 @@ impl StationApp {
                 Answer::Page { .. } | Answer::Count { .. } => {}
                 Answer::Details {
                     registration_id,
+                    enrollment,
                     attempts,
                 } => {
-                    self.history.details = Some((registration_id, attempts));
+                    self.history.details = Some((registration_id, enrollment, attempts));
                 }
                 Answer::Summary { counts, shift, day } => {
                     self.counts = Some(counts);
@@ -474,6 +484,13 @@ impl StationApp {
             UiCommand::Export => {
                 self.export_note = None;
                 self.send(Command::Export);
+            }
+            UiCommand::Upload => {
+                if !self.uploading {
+                    self.upload_note = None;
+                    self.uploading = true;
+                    self.send(Command::Upload);
+                }
             }
             UiCommand::SearchChanged => self.refresh_history(),
             UiCommand::ShowDetails(id) => {

@@ -334,6 +334,51 @@ fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>
             }
             None => {}
         }
+        if app.config.upload.is_some() {
+            ui.separator();
+            let label = if app.uploading {
+                "Uploading…"
+            } else {
+                "Upload to DPS"
+            };
+            if ui
+                .add_enabled(
+                    !app.uploading,
+                    egui::Button::new(RichText::new(label).size(20.0)),
+                )
+                .clicked()
+            {
+                out.push(UiCommand::Upload);
+            }
+            match &app.upload_note {
+                Some(Ok(s)) => {
+                    let color = if s.conflicts + s.failed == 0 {
+                        PASS_GREEN
+                    } else {
+                        FAIL_RED
+                    };
+                    ui.colored_label(
+                        color,
+                        format!(
+                            "Uploaded {}, conflicts {}, failed {} ({} requests)",
+                            s.uploaded, s.conflicts, s.failed, s.requests
+                        ),
+                    );
+                    if s.conflicts > 0 {
+                        ui.label(
+                            "Conflicts: an engineer resolves them with `station upload --update`.",
+                        );
+                    }
+                }
+                Some(Err(p)) => {
+                    ui.colored_label(
+                        FAIL_RED,
+                        format!("Upload stopped: {} — {}", p.message, p.remedy),
+                    );
+                }
+                None => {}
+            }
+        }
         if !app.pending.is_empty() {
             ui.separator();
             ui.label(RichText::new("Unfinished devices").strong().color(FAIL_RED));
@@ -532,13 +577,41 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
 }
 
 fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>) {
-    let Some((id, attempts)) = &app.history.details else {
+    let Some((id, enrollment, attempts)) = &app.history.details else {
         return;
     };
     let mut open = true;
     egui::Window::new(format!("Device {id}"))
         .open(&mut open)
         .show(ctx, |ui| {
+            if let Some(e) = enrollment {
+                ui.label(format!(
+                    "Serial {} · firmware {} · {} ({}) · status {}{}",
+                    e.device_serial,
+                    e.firmware,
+                    e.attestation_type,
+                    e.key_source.as_deref().unwrap_or(""),
+                    e.status.as_str(),
+                    e.batch
+                        .as_deref()
+                        .map(|b| format!(" · batch {b}"))
+                        .unwrap_or_default()
+                ));
+                if let Some(serial) = &e.cert_serial {
+                    ui.label(format!(
+                        "Certificate serial {serial} · SHA-256 {} · valid to {}",
+                        e.cert_thumbprint.as_deref().unwrap_or(""),
+                        e.cert_not_after.as_deref().unwrap_or("")
+                    ));
+                }
+                if e.attestation_type == "tpm" {
+                    ui.label(format!(
+                        "TPM endorsement key enrolled · EK certificate: {}",
+                        e.ek_cert_status.as_deref().unwrap_or("not recorded")
+                    ));
+                }
+                ui.separator();
+            }
             ui.label(RichText::new("Attempts").strong());
             for a in attempts {
                 let color = if a.outcome == "passed" {

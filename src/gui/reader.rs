@@ -46,6 +46,7 @@ pub enum Answer {
     },
     Details {
         registration_id: String,
+        enrollment: Option<Box<Enrollment>>,
         attempts: Vec<AttemptRow>,
     },
     Summary {
@@ -78,45 +79,45 @@ pub fn spawn(path: PathBuf, repaint: impl Fn() + Send + 'static) -> Reader {
                 }
             };
             while let Ok(q) = queries.recv() {
-                let answer =
-                    match q {
-                        Query::Page {
-                            search,
-                            offset,
+                let answer = match q {
+                    Query::Page {
+                        search,
+                        offset,
+                        generation,
+                    } => store
+                        .list(None, Some(&search), PAGE as u32, offset as u64)
+                        .map(|rows| Answer::Page {
                             generation,
-                        } => store
-                            .list(None, Some(&search), PAGE as u32, offset as u64)
-                            .map(|rows| Answer::Page {
-                                generation,
-                                offset,
-                                rows,
-                            }),
-                        Query::Count { search, generation } => {
-                            store.count_matching(Some(&search)).map(|n| Answer::Count {
-                                generation,
-                                total: n as usize,
-                            })
-                        }
-                        Query::Details { registration_id } => store
-                            .attempts(&registration_id, 50)
-                            .map(|attempts| Answer::Details {
-                                registration_id,
-                                attempts,
-                            }),
-                        Query::Summary {
-                            shift_since,
-                            day_since,
-                        } => (|| {
-                            Ok(Answer::Summary {
-                                counts: store.counts()?,
-                                shift: store.shift_stats(&shift_since)?,
-                                day: store.shift_stats(&day_since)?,
-                            })
-                        })(),
-                        Query::Pending => store
-                            .list(Some(Status::Pending), None, 20, 0)
-                            .map(Answer::Pending),
-                    };
+                            offset,
+                            rows,
+                        }),
+                    Query::Count { search, generation } => {
+                        store.count_matching(Some(&search)).map(|n| Answer::Count {
+                            generation,
+                            total: n as usize,
+                        })
+                    }
+                    Query::Details { registration_id } => (|| {
+                        Ok(Answer::Details {
+                            enrollment: store.find(&registration_id)?.map(Box::new),
+                            attempts: store.attempts(&registration_id, 50)?,
+                            registration_id,
+                        })
+                    })(),
+                    Query::Summary {
+                        shift_since,
+                        day_since,
+                    } => (|| {
+                        Ok(Answer::Summary {
+                            counts: store.counts()?,
+                            shift: store.shift_stats(&shift_since)?,
+                            day: store.shift_stats(&day_since)?,
+                        })
+                    })(),
+                    Query::Pending => store
+                        .list(Some(Status::Pending), None, 20, 0)
+                        .map(Answer::Pending),
+                };
                 let _ = answers.send(answer.unwrap_or_else(|e| Answer::Error(e.to_string())));
                 repaint();
             }

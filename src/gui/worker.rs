@@ -20,6 +20,8 @@ pub enum Command {
         permissions: Permissions,
     },
     Export,
+    /// Upload exported enrollments to DPS (`[upload]`).
+    Upload,
     Shutdown,
 }
 
@@ -55,6 +57,7 @@ pub enum Report {
     /// A device cycle ended (the last event said how).
     Finished,
     Exported(Result<Option<export::ExportSummary>, Problem>),
+    Uploaded(Result<crate::dps::upload::UploadSummary, Problem>),
 }
 
 /// Handle of the worker thread.
@@ -157,18 +160,40 @@ fn run(
             Command::Export => send(Report::Exported(
                 export_batch(&config).map_err(|e| (&e).into()),
             )),
+            Command::Upload => send(Report::Uploaded(upload(&config).map_err(|e| (&e).into()))),
         }
     }
 }
 
-fn export_batch(config: &Config) -> Result<Option<export::ExportSummary>, Error> {
-    let mut store = Store::open(&config.database_path())?;
-    let keys = config
+fn keys(config: &Config) -> Result<Option<SymmetricKeySource>, Error> {
+    config
         .attestation
         .symmetric
         .as_ref()
         .map(|s| SymmetricKeySource::load(s, |p| config.resolve(p)))
-        .transpose()?;
+        .transpose()
+}
+
+fn upload(config: &Config) -> Result<crate::dps::upload::UploadSummary, Error> {
+    use crate::dps::upload::{self, Dps, UploadOptions};
+    let section = config.upload.as_ref().ok_or(Error::Upload {
+        code: "upload.not_configured",
+        message: "station.toml has no [upload] section".into(),
+    })?;
+    let mut store = Store::open(&config.database_path())?;
+    let mut dps = Dps::new(config, section, None)?;
+    upload::upload(
+        &mut store,
+        &mut dps,
+        keys(config)?.as_ref(),
+        &UploadOptions::default(),
+        &mut |_| {},
+    )
+}
+
+fn export_batch(config: &Config) -> Result<Option<export::ExportSummary>, Error> {
+    let mut store = Store::open(&config.database_path())?;
+    let keys = keys(config)?;
     export::export_new(
         &mut store,
         &config.station.id,

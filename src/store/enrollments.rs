@@ -67,6 +67,8 @@ pub struct Enrollment {
     pub cert_thumbprint: Option<String>,
     pub cert_not_before: Option<String>,
     pub cert_not_after: Option<String>,
+    /// TPM: whether the EK certificate verified (`verified`, `missing`, `invalid: …`).
+    pub ek_cert_status: Option<String>,
     pub device_digest: Option<String>,
     pub status: Status,
     pub error_code: Option<String>,
@@ -140,7 +142,7 @@ pub struct Counts {
 
 const COLUMNS: &str = "e.registration_id, e.device_serial, e.firmware, e.model, e.attestation_type, \
     e.key_source, e.primary_key, e.secondary_key, e.group_key_id, e.public_material, e.cert_serial, \
-    e.cert_thumbprint, e.cert_not_before, e.cert_not_after, e.device_digest, e.status, \
+    e.cert_thumbprint, e.cert_not_before, e.cert_not_after, e.ek_cert_status, e.device_digest, e.status, \
     e.error_code, e.station, e.line, e.operator, e.created_at, e.updated_at, e.provisioned_at, \
     e.export_seq, \
     (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
@@ -169,6 +171,7 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
         cert_thumbprint: r.get("cert_thumbprint")?,
         cert_not_before: r.get("cert_not_before")?,
         cert_not_after: r.get("cert_not_after")?,
+        ek_cert_status: r.get("ek_cert_status")?,
         device_digest: r.get("device_digest")?,
         status,
         error_code: r.get("error_code")?,
