@@ -129,6 +129,32 @@ impl SymmetricKeySource {
     }
 }
 
+/// Read a key file: the key text with `#` comment lines (which label demo and test keys)
+/// removed. `what` names the key in messages; the key itself never appears in them.
+pub fn read_key_file(path: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Secret {
+        what: format!("{what} file {}", path.display()),
+        message: e.to_string(),
+    })?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect())
+}
+
+impl SymmetricKeySource {
+    /// The group keys of `[attestation.symmetric]`, if the section is there (export and upload
+    /// re-derive keys with them whatever the current attestation mode).
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>> {
+        config
+            .attestation
+            .symmetric
+            .as_ref()
+            .map(|s| Self::load(s, |p| config.resolve(p)))
+            .transpose()
+    }
+}
+
 fn read_key(env: Option<&str>, file: Option<&Path>, what: &str) -> Result<Option<GroupKey>> {
     if let Some(var) = env
         && let Ok(v) = std::env::var(var)
@@ -140,15 +166,7 @@ fn read_key(env: Option<&str>, file: Option<&Path>, what: &str) -> Result<Option
     match file {
         None => Ok(None),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Secret {
-                what: format!("{what} file {}", path.display()),
-                message: e.to_string(),
-            })?;
-            // Lines starting with '#' label the file (e.g. as demo material) and are skipped.
-            let key: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .collect();
+            let key = read_key_file(path, what)?;
             GroupKey::from_base64(&key, &format!("{what} file {}", path.display())).map(Some)
         }
     }

@@ -273,12 +273,7 @@ fn simulate(config_path: Option<&std::path::Path>, a: &SimulateArgs, out: Out) -
 }
 
 fn load_keys(config: &Config) -> Result<Option<SymmetricKeySource>> {
-    config
-        .attestation
-        .symmetric
-        .as_ref()
-        .map(|s| SymmetricKeySource::load(s, |p| config.resolve(p)))
-        .transpose()
+    SymmetricKeySource::from_config(config)
 }
 
 fn export_cmd(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {

@@ -310,14 +310,7 @@ fn policy_key(config: &Config, section: &UploadSection) -> Result<Vec<u8>> {
                         section.policy_key_env.as_deref().unwrap_or("(none)")
                     ),
                 })?;
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::Secret {
-                what: format!("DPS policy key file {}", path.display()),
-                message: e.to_string(),
-            })?;
-            let key: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .collect();
+            let key = crate::attestation::symmetric::read_key_file(&path, "DPS policy key")?;
             (key, format!("DPS policy key file {}", path.display()))
         }
     };

@@ -166,12 +166,7 @@ fn run(
 }
 
 fn keys(config: &Config) -> Result<Option<SymmetricKeySource>, Error> {
-    config
-        .attestation
-        .symmetric
-        .as_ref()
-        .map(|s| SymmetricKeySource::load(s, |p| config.resolve(p)))
-        .transpose()
+    SymmetricKeySource::from_config(config)
 }
 
 fn upload(config: &Config) -> Result<crate::dps::upload::UploadSummary, Error> {
