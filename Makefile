@@ -5,7 +5,7 @@ APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps run run-headless test bench screenshot cargo-deb deb deb-check
+.PHONY: deps gui-deps gui-runtime run run-headless test bench screenshot cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -18,7 +18,7 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
 
 # The station window on the repository's station.toml (built-in simulated device).
-run: deps
+run: deps gui-runtime
 	$(CARGO) build
 	./target/debug/station
 
@@ -55,7 +55,11 @@ bench: deps gui-deps
 	$(CARGO) bench --bench protocol
 	$(CARGO) bench --bench e2e
 
-GUI_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0
+GUI_RUNTIME := libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0
+GUI_PACKAGES := $(GUI_RUNTIME) xvfb xauth
+
+gui-runtime:
+	@$(MAKE) --no-print-directory gui-deps GUI_PACKAGES="$(GUI_RUNTIME)"
 
 gui-deps:
 	@missing=""; for p in $(GUI_PACKAGES); do \
