@@ -659,11 +659,12 @@ impl Bench {
     }
 }
 
-fn rss_mb() -> Option<f64> {
+/// A `/proc/self/status` memory line (`VmRSS:`, `RssAnon:`, `RssFile:`) in MB.
+fn status_mb(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -700,7 +701,9 @@ pub fn after_frame(app: &mut StationApp, ui: &mut egui::Ui, frame: &mut eframe::
                     "frame_cpu_median_ms": v[v.len() / 2],
                     "frame_cpu_p99_ms": v[(v.len() - 1) * 99 / 100],
                     "launch_to_first_frame_ms": b.first_frame_ms,
-                    "rss_mb": rss_mb(),
+                    "rss_mb": status_mb("VmRSS:"),
+                    "rss_anon_mb": status_mb("RssAnon:"),
+                    "rss_file_mb": status_mb("RssFile:"),
                     "history_rows": app.history.total,
                 })
             );
