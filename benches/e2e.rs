@@ -575,26 +575,18 @@ fn main() {
         return;
     }
     let only = std::env::var("E2E_ONLY").unwrap_or_default();
-    let run = |part: &str| only.is_empty() || only == part;
-    if run("overhead") {
-        overhead_per_device();
-    }
-    if run("efficiency") {
-        payload_efficiency();
-    }
-    if run("export") {
-        export_million();
-    }
-    if run("x509") {
-        x509();
-    }
-    if run("upload") {
-        upload();
-    }
-    if run("tpm") {
-        tpm();
-    }
-    if run("gui") {
-        gui();
+    let parts: [(&str, fn()); 7] = [
+        ("overhead", overhead_per_device),
+        ("efficiency", payload_efficiency),
+        ("export", export_million),
+        ("x509", x509),
+        ("upload", upload),
+        ("tpm", tpm),
+        ("gui", gui),
+    ];
+    for (name, part) in parts {
+        if only.is_empty() || only == name {
+            part();
+        }
     }
 }

@@ -108,6 +108,11 @@ fn header(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     }
 }
 
+/// Green for a good outcome, red for a bad one (always next to words saying which).
+fn outcome_color(good: bool) -> Color32 {
+    if good { PASS_GREEN } else { FAIL_RED }
+}
+
 /// A coloured status dot (colour is never the only signal: a word always follows).
 fn dot(ui: &mut egui::Ui, color: Color32) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(14.0, 14.0), egui::Sense::hover());
@@ -352,11 +357,7 @@ fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>
             }
             match &app.upload_note {
                 Some(Ok(s)) => {
-                    let color = if s.conflicts + s.failed == 0 {
-                        PASS_GREEN
-                    } else {
-                        FAIL_RED
-                    };
+                    let color = outcome_color(s.conflicts + s.failed == 0);
                     ui.colored_label(
                         color,
                         format!(
@@ -614,11 +615,7 @@ fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>) 
             }
             ui.label(RichText::new("Attempts").strong());
             for a in attempts {
-                let color = if a.outcome == "passed" {
-                    PASS_GREEN
-                } else {
-                    FAIL_RED
-                };
+                let color = outcome_color(a.outcome == "passed");
                 ui.colored_label(
                     color,
                     format!(

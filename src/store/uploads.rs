@@ -89,30 +89,36 @@ impl Store {
     /// Up to `limit` exported current enrollment versions after `after_seq` that DPS has not
     /// accepted yet (never uploaded, conflicting or failed), in export order.
     pub fn upload_candidates(&self, after_seq: i64, limit: u32) -> Result<Vec<UploadCandidate>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM enrollments e \
-                 WHERE e.export_seq > ?1 \
-                   AND e.export_seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM batches) \
-                   AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.export_seq = e.export_seq AND u.status = 'uploaded') \
-                 ORDER BY e.export_seq LIMIT ?2"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![after_seq, limit], candidate)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+        self.candidate_page(
+            "FROM enrollments e WHERE e.export_seq > ?1 \
+               AND e.export_seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM batches) \
+               AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.export_seq = e.export_seq AND u.status = 'uploaded')",
+            after_seq,
+            limit,
+        )
     }
 
     /// Up to `limit` uploaded current enrollment versions after `after_seq` (for `--verify`).
     pub fn uploaded(&self, after_seq: i64, limit: u32) -> Result<Vec<UploadCandidate>> {
+        self.candidate_page(
+            "FROM enrollments e JOIN uploads u ON u.export_seq = e.export_seq \
+             WHERE e.export_seq > ?1 AND u.status = 'uploaded'",
+            after_seq,
+            limit,
+        )
+    }
+
+    /// One page, in export order, of the rows `from_where` selects (`?1` = after this seq).
+    fn candidate_page(
+        &self,
+        from_where: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<UploadCandidate>> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM enrollments e JOIN uploads u ON u.export_seq = e.export_seq \
-                 WHERE e.export_seq > ?1 AND u.status = 'uploaded' ORDER BY e.export_seq LIMIT ?2"
+                "SELECT {CANDIDATE_COLUMNS} {from_where} ORDER BY e.export_seq LIMIT ?2"
             ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
