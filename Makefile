@@ -40,15 +40,17 @@ CARGO_DEB_VERSION := 3.8.0
 cargo-deb:
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
 
-# The Debian package a station PC is set up from (installer/README.md).
+# The Debian package a station PC is set up from (installer/README.md): the `deb` profile
+# (release, stripped).
 deb: deps cargo-deb
-	$(CARGO) deb
+	$(CARGO) deb --profile deb
 
-# Build the package (debug profile: same files and metadata, no second full build) twice, as
-# two versions, and check it: contents, control, conffiles, lintian, install/upgrade/purge.
+# Build the package exactly as `make deb` does, as two versions (the second without building
+# again), and check it: contents, stripped binary, control, conffiles, lintian,
+# install/upgrade/purge.
 deb-check: deps cargo-deb
-	$(CARGO) deb --profile dev --fast --deb-version 0.1.0-1 -o target/debian/check-1.deb
-	$(CARGO) deb --profile dev --fast --no-build --deb-version 0.1.0-2 -o target/debian/check-2.deb
+	$(CARGO) deb --profile deb --deb-version 0.1.0-1 -o target/debian/check-1.deb
+	$(CARGO) deb --profile deb --no-build --deb-version 0.1.0-2 -o target/debian/check-2.deb
 	installer/check-deb.sh target/debian/check-1.deb target/debian/check-2.deb
 
 bench: deps gui-deps

@@ -28,6 +28,18 @@ if grep -E '^-' <<<"$contents" | grep -v '\./usr/bin/station$' | grep -Ev '^-rw-
 fi
 ok "permissions"
 
+# The shipped binary carries no debug information or symbol table (lintian: unstripped-binary).
+unpacked=$(mktemp -d)
+dpkg-deb -x "$deb" "$unpacked"
+bin="$unpacked/usr/bin/station"
+if readelf -S "$bin" | grep -Eq '\.debug_|\.symtab'; then
+    fail "usr/bin/station is not stripped (debug or symbol sections present)"
+fi
+size=$(stat -c %s "$bin")
+[ "$size" -lt $((64 * 1024 * 1024)) ] || fail "usr/bin/station is $size bytes: not stripped?"
+rm -rf "$unpacked"
+ok "binary stripped ($((size / 1024 / 1024)) MiB)"
+
 field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = provisioning-station ] || fail "Package is $(field Package)"
 [ -n "$(field Version)" ] || fail "no Version"

@@ -19,6 +19,8 @@ pub enum ExitClass {
     Usage = 2,
     /// Something the station needs is not available (port, database, files).
     Environment = 3,
+    /// The run was stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT).
+    Interrupted = 130,
 }
 
 /// Every failure the station can report.
@@ -65,6 +67,48 @@ pub enum Error {
         reason: &'static str,
         detail: String,
     },
+    #[error(
+        "{command} needs a {size}-byte request body, but the device accepts at most {limit} (max_body in its HELLO answer)"
+    )]
+    RequestTooLarge {
+        command: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("device stayed busy: {command} refused with BUSY {attempts} times")]
+    Busy {
+        command: &'static str,
+        attempts: u32,
+    },
+    #[error(
+        "device does not support {mode}: its HELLO capabilities 0x{capabilities:08x} lack bit {bit} ({capability})"
+    )]
+    CapabilityMissing {
+        mode: &'static str,
+        capability: &'static str,
+        bit: u32,
+        capabilities: u32,
+    },
+    #[error(
+        "no new device answered on {port} within {waited_s} s (the last device, {previous}, is still on the fixture or nothing is)"
+    )]
+    NoNextDevice {
+        port: String,
+        previous: String,
+        waited_s: u64,
+    },
+    #[error(
+        "enrollment `{registration_id}` (device {serial}) is provisioned with another credential (recorded digest {recorded}); writing this one (digest {wanted}) is a re-key: {cause}"
+    )]
+    RekeyNotPermitted {
+        registration_id: String,
+        serial: String,
+        recorded: String,
+        wanted: String,
+        cause: String,
+    },
+    #[error("stopped by {signal} before this device finished")]
+    Interrupted { signal: &'static str },
     #[error("protocol error on {port} during {command}: {message}")]
     Protocol {
         port: String,
@@ -186,6 +230,12 @@ impl Error {
             Error::Disconnected { .. } => "device.disconnected",
             Error::Nak { .. } => "device.nak",
             Error::Protocol { .. } => "device.protocol",
+            Error::RequestTooLarge { .. } => "device.request_too_large",
+            Error::Busy { .. } => "device.busy",
+            Error::CapabilityMissing { .. } => "device.capability_missing",
+            Error::NoNextDevice { .. } => "device.no_next_device",
+            Error::RekeyNotPermitted { .. } => "device.rekey_not_permitted",
+            Error::Interrupted { .. } => "station.interrupted",
             Error::UnsupportedProtocol { .. } => "device.unsupported_protocol",
             Error::NoSerial => "device.no_serial",
             Error::SerialMismatch { .. } => "device.serial_mismatch",
@@ -238,6 +288,22 @@ impl Error {
             }
             Error::Protocol { .. } => {
                 "The device answered nonsense; check the baud rate and firmware, then retry."
+            }
+            Error::RequestTooLarge { .. } => {
+                "The device's frame buffer is too small for this step: shorten the registration ID, or flash firmware with a larger max_body (1024 recommended)."
+            }
+            Error::Busy { .. } => {
+                "The device stayed busy; wait for it to finish booting, re-seat it, then retry."
+            }
+            Error::CapabilityMissing { .. } => {
+                "This device's firmware cannot store this kind of credential: check the attestation mode in station.toml or flash firmware that supports it."
+            }
+            Error::NoNextDevice { .. } => "Put the next device on the fixture, then start again.",
+            Error::RekeyNotPermitted { .. } => {
+                "The database keeps this device's credential: restore the group key and ID scope it was provisioned with, or re-run with --allow-rekey if an engineer approves a new credential."
+            }
+            Error::Interrupted { .. } => {
+                "Put the device on the fixture again and re-run it: the station resumes from what the device holds."
             }
             Error::UnsupportedProtocol { .. } => {
                 "Flash provisioning firmware that speaks a protocol version this station supports."
@@ -344,6 +410,7 @@ impl Error {
             | Error::GroupKeyChanged { .. }
             | Error::BatchNotFound(_)
             | Error::Upload { .. } => ExitClass::Environment,
+            Error::Interrupted { .. } => ExitClass::Interrupted,
             _ => ExitClass::Device,
         }
     }
@@ -351,7 +418,7 @@ impl Error {
     /// Attach the database path to a database error that lacks it.
     pub(crate) fn in_database(self, path: &str) -> Self {
         match self {
-            Error::Database { message, .. } => Error::Database {
+            Error::Database { path: p, message } if p.is_empty() => Error::Database {
                 path: path.to_string(),
                 message,
             },

@@ -100,7 +100,7 @@ fn nak_at_commit_fails_with_the_reason() {
 
 #[test]
 fn nak_on_write_fails() {
-    assert_fail(&["nak:write:8"], "device.nak");
+    assert_fail(&["nak:write:6"], "device.nak");
 }
 
 #[test]

@@ -21,16 +21,18 @@ fn worked_examples_match_the_encoder() {
         let Some(rest) = line.strip_prefix("<!-- example ") else {
             continue;
         };
-        let field = |name: &str| {
+        // Fields are whitespace-separated `name=value`; the last one may carry the `-->`.
+        let field_opt = |name: &str| {
             rest.split_whitespace()
                 .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .trim_end_matches("-->")
-                .to_string()
+                .map(|v| v.trim_end_matches("-->").to_string())
         };
+        let field = |name: &str| field_opt(name).unwrap();
         let k = u8::from_str_radix(field("kind").trim_start_matches("0x"), 16).unwrap();
         let seq = u8::from_str_radix(field("seq").trim_start_matches("0x"), 16).unwrap();
         let body = unhex(&field("body"));
+        // `state=` (COMMIT / READ_DIGEST responses): the state byte the example carries.
+        let state: u8 = field_opt("state").map_or(1, |s| s.parse().unwrap());
         let wire_line = lines[i..]
             .iter()
             .find_map(|l| l.strip_prefix("wire:"))
@@ -53,7 +55,12 @@ fn worked_examples_match_the_encoder() {
                 i + 1
             ),
             0x81 => assert_eq!(decode_device_info(&body).unwrap().serial, "SN0001"),
-            0x83 | 0x84 => assert!(decode_digest(&body).unwrap().provisioned),
+            0x83 | 0x84 => assert_eq!(
+                decode_digest(&body).unwrap().provisioned,
+                state != 0,
+                "digest state at line {}",
+                i + 1
+            ),
             _ => assert!(k == kind::NAK || k & kind::RESPONSE != 0),
         }
         checked += 1;

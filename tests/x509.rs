@@ -5,46 +5,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn x509_station(key_source: &str, key_type: &str) -> StationDir {
-    let ca_dir = tempfile::tempdir().unwrap().keep();
-    let out = Command::new(STATION)
-        .args(["ca", "init", "--dev", ca_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let cfg = default_config().replace("mode = \"symmetric\"", "mode = \"x509\"")
-        + &format!(
-            "\n[attestation.x509]\nca_cert = \"{0}/dev-intermediate.pem\"\nca_key = \"{0}/dev-intermediate.key\"\n\
-             chain = [\"{0}/dev-root.pem\"]\nkey_source = \"{key_source}\"\nkey_type = \"{key_type}\"\nvalidity_days = 730\n",
-            ca_dir.display()
-        );
-    // [attestation.x509] must follow [attestation]; move the appended table up.
-    let cfg = move_table_after(&cfg, "[attestation.x509]", "[attestation.symmetric]");
-    let st = StationDir::with_config(&cfg);
-    std::fs::create_dir_all(st.path().join("ca")).unwrap();
-    for f in [
-        "dev-root.pem",
-        "dev-intermediate.pem",
-        "dev-intermediate.key",
-    ] {
-        std::fs::copy(ca_dir.join(f), st.path().join("ca").join(f)).unwrap();
-    }
-    std::fs::remove_dir_all(&ca_dir).unwrap();
-    let cfg = std::fs::read_to_string(st.config())
-        .unwrap()
-        .replace(ca_dir.to_str().unwrap(), "ca");
-    std::fs::write(st.config(), cfg).unwrap();
-    st
-}
-
-fn move_table_after(cfg: &str, table: &str, after: &str) -> String {
-    let start = cfg.find(table).unwrap();
-    let block = cfg[start..].to_string();
-    let rest = &cfg[..start];
-    let at = rest.find(after).unwrap();
-    format!("{}{}\n{}", &rest[..at], block, &rest[at..])
-}
-
 fn flash(st: &StationDir, serial: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(st.flash().join(format!("{serial}.json"))).unwrap())
         .unwrap()

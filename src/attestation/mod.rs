@@ -11,7 +11,7 @@ pub mod tpm;
 pub mod x509;
 
 use crate::config::{Config, SymmetricKeys};
-use crate::device::protocol::{CredentialType, RecordId};
+use crate::device::protocol::{CredentialType, RecordId, capability};
 use crate::error::{Error, Result};
 use crate::store::Enrollment;
 
@@ -128,10 +128,24 @@ pub trait DeviceOps {
     fn read_ek(&mut self, ek_type: u8) -> Result<ReportedEk>;
 }
 
+/// The HELLO capability a device must advertise for a credential source (protocol.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requirement {
+    /// The capability bit (a single bit of the HELLO `capabilities` word).
+    pub bit: u32,
+    /// Its name in protocol.md.
+    pub capability: &'static str,
+    /// The station's mode, for the message.
+    pub mode: &'static str,
+}
+
 /// One attestation kind's way of obtaining a device credential.
 pub trait CredentialSource: Send {
     /// The kind this source produces.
     fn kind(&self) -> AttestationKind;
+
+    /// What the device must be able to store (checked against HELLO before anything else).
+    fn requires(&self) -> Requirement;
     /// The credential for `registration_id`; `existing` is the device's enrollment, if any, so
     /// that a re-run reuses what DPS already has.
     fn obtain(
@@ -200,6 +214,21 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
 impl CredentialSource for x509::StationCa {
     fn kind(&self) -> AttestationKind {
         AttestationKind::X509
+    }
+
+    fn requires(&self) -> Requirement {
+        match self.key_source {
+            crate::config::X509KeySource::Device => Requirement {
+                bit: capability::CSR,
+                capability: "CSR",
+                mode: "X.509 with a key generated on the device",
+            },
+            crate::config::X509KeySource::Station => Requirement {
+                bit: capability::X509_CHAIN,
+                capability: "X509_CHAIN",
+                mode: "X.509 with a station-generated key",
+            },
+        }
     }
 
     fn obtain(
@@ -280,6 +309,14 @@ fn fingerprint(key: &str) -> String {
 impl CredentialSource for symmetric::SymmetricKeySource {
     fn kind(&self) -> AttestationKind {
         AttestationKind::SymmetricKey
+    }
+
+    fn requires(&self) -> Requirement {
+        Requirement {
+            bit: capability::SYMMETRIC_KEY,
+            capability: "SYMMETRIC_KEY",
+            mode: "symmetric keys",
+        }
     }
 
     fn obtain(
@@ -365,6 +402,14 @@ impl CredentialSource for symmetric::SymmetricKeySource {
 impl CredentialSource for tpm::TpmSource {
     fn kind(&self) -> AttestationKind {
         AttestationKind::Tpm
+    }
+
+    fn requires(&self) -> Requirement {
+        Requirement {
+            bit: capability::TPM_EK,
+            capability: "TPM",
+            mode: "TPM attestation",
+        }
     }
 
     fn inspect(&self, device: &mut dyn DeviceOps) -> Result<Option<Inspection>> {

@@ -72,6 +72,39 @@ enum Part {
     Model,
 }
 
+/// Refuse literal text no registration ID could contain, so that a template that would fail
+/// every device is refused when the configuration loads.
+fn check_literals(template: &str, parts: &[Part]) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._:".contains(c);
+    for p in parts {
+        if let Part::Lit(text) = p
+            && let Some(c) = text.chars().find(|&c| !allowed(c))
+        {
+            return Err(format!(
+                "character {c:?} in template `{template}` can never be in a registration ID; use a-z, 0-9, - . _ : between placeholders"
+            ));
+        }
+    }
+    if let Some(Part::Lit(text)) = parts.first()
+        && let Some(c) = text.chars().next().filter(|c| !c.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "template `{template}` starts with {c:?}; a registration ID must start with a letter or digit"
+        ));
+    }
+    if let Some(Part::Lit(text)) = parts.last()
+        && let Some(c) = text
+            .chars()
+            .last()
+            .filter(|&c| !(c.is_ascii_alphanumeric() || c == '-'))
+    {
+        return Err(format!(
+            "template `{template}` ends with {c:?}; a registration ID must end with a letter, digit or -"
+        ));
+    }
+    Ok(())
+}
+
 /// A parsed `[registration] template`, e.g. `"{line}-{serial}"`.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -120,6 +153,7 @@ impl Template {
         if parts.is_empty() {
             return Err("the template is empty".into());
         }
+        check_literals(s, &parts)?;
         Ok(Template { parts })
     }
 

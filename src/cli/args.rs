@@ -85,9 +85,11 @@ pub struct ProvisionArgs {
     /// Permit replacing an identity a device already holds (irreversible).
     #[arg(long)]
     pub allow_overwrite: bool,
-    /// Permit issuing a new certificate to a device whose enrollment has a valid one.
-    #[arg(long)]
-    pub allow_reissue: bool,
+    /// Permit a re-key: writing a provisioned device a credential other than the one its
+    /// enrollment holds (a new certificate, another group key or ID scope). The old version is
+    /// kept.
+    #[arg(long, visible_alias = "allow-reissue")]
+    pub allow_rekey: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +125,18 @@ pub struct SimulateArgs {
     /// The simulated devices' TPM, reached through this TCTI, answers READ_EK.
     #[arg(long, value_name = "TCTI")]
     pub tpm: Option<String>,
+    /// HELLO capability bits the devices advertise (protocol.md §5), e.g. 0x1 for a device
+    /// that stores symmetric keys only.
+    #[arg(long, value_name = "BITS", value_parser = parse_bits)]
+    pub capabilities: Option<u32>,
+}
+
+fn parse_bits(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not a number (use e.g. 0x5 or 5)"))
 }
 
 #[derive(Debug, Args)]

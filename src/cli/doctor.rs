@@ -130,7 +130,8 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
     ));
     v.push((
         "database",
-        Store::open(&c.database_path()).and_then(|s| {
+        Store::open(&c.database_path()).and_then(|mut s| {
+            s.check_writable()?;
             let counts = s.counts()?;
             let mut d = format!(
                 "{} (schema v{}): {} provisioned not exported, {} exported",
@@ -145,10 +146,22 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
                     counts.pending
                 ));
             }
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(c.database_path())
+                    && m.permissions().mode() & 0o007 != 0
+                {
+                    d.push_str(&format!(
+                        "; warning: readable by every account (mode {:o}): chmod o-rwx it",
+                        m.permissions().mode() & 0o777
+                    ));
+                }
+            }
             Ok(d)
         }),
     ));
     let dir = c.export_dir();
+    v.push(("exported batches", exported_batches(c)));
     v.push((
         "export dir",
         std::fs::create_dir_all(&dir)
@@ -171,6 +184,41 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
         },
     ));
     v
+}
+
+/// Every batch's files as exported (size and SHA-256), and no temporary files left behind.
+fn exported_batches(c: &Config) -> Result<String, Error> {
+    use crate::dps::publish;
+    let dir = c.export_dir();
+    let store = Store::open(&c.database_path())?;
+    let batches = store.batches()?.len();
+    let problems = publish::check(&store, &dir, true)?;
+    let orphans = publish::orphans(&dir);
+    if let Some(p) = problems.first() {
+        return Err(Error::File {
+            what: "exported batch file not as exported:",
+            path: p.file.clone(),
+            source: std::io::Error::other(format!(
+                "{} ({} batch file(s) affected); run `{}` for each batch (the station also does it at start)",
+                p.problem,
+                problems.len(),
+                p.fix()
+            )),
+        });
+    }
+    if let Some(o) = orphans.first() {
+        return Err(Error::File {
+            what: "temporary export file left behind (it may hold keys):",
+            path: o.clone(),
+            source: std::io::Error::other(
+                "an export did not finish; `station export` or `station provision` removes it",
+            ),
+        });
+    }
+    Ok(format!(
+        "{batches} batch(es) in {}: every file present with the SHA-256 recorded at export",
+        dir.display()
+    ))
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<()> {

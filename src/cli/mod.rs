@@ -162,24 +162,36 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
             || format!("warning: {w}"),
         );
     }
+    report_unfinished(workflow.store(), out)?;
+    republish(config, workflow.store(), out)?;
+    let interrupt = workflow::Interrupt::install()?;
+    workflow.set_interrupt(interrupt.clone());
     let mut fixture = device::connect(config, a.port.as_deref())?;
     let input = DeviceInput {
         scanned_serial: a.serial.clone(),
         operator: a.operator.clone(),
         permissions: Permissions {
             overwrite_identity: a.allow_overwrite,
-            reissue_certificate: a.allow_reissue,
+            rekey: a.allow_rekey,
         },
     };
     let (mut passed, mut failed) = (0u32, 0u32);
     let mut previous: Option<String> = None;
+    let mut stopped: Option<Error> = None;
     for i in 0..a.count {
+        if interrupt.requested().is_some() {
+            break;
+        }
         if i > 0
             && let Some(prev) = &previous
         {
             let wait = Duration::from_secs(config.serial.next_device_timeout_s);
-            if let Err(e) = workflow::wait_for_next_device(&mut fixture.link, prev, wait) {
-                out.error(&e);
+            if let Err(e) =
+                workflow::wait_for_next_device(&mut fixture.link, prev, wait, &interrupt)
+            {
+                if !matches!(e, Error::Interrupted { .. }) {
+                    out.error(&e);
+                }
                 break;
             }
         }
@@ -191,27 +203,100 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
             }
             Err(e) => {
                 failed += 1;
-                if matches!(e, Error::Database { .. }) {
-                    break;
-                }
-                if matches!(e, Error::Disconnected { .. }) {
-                    break;
-                }
                 previous = None;
+                // The station cannot go on: no database, or no port (an unplugged adapter
+                // would fail every next device again).
+                if matches!(
+                    e,
+                    Error::Database { .. }
+                        | Error::Disconnected { .. }
+                        | Error::Io { .. }
+                        | Error::Interrupted { .. }
+                ) {
+                    stopped = Some(e);
+                    break;
+                }
             }
         }
     }
     let missing = a.count - passed - failed;
     let counts = workflow.store().counts()?;
+    let signal = interrupt.requested();
     out.emit(
-        &serde_json::json!({"event": "summary", "passed": passed, "failed": failed, "not_run": missing, "unexported": counts.provisioned}),
-        || format!("{passed} passed, {failed} failed{}", if missing > 0 { format!(", {missing} not run") } else { String::new() }),
+        &serde_json::json!({"event": "summary", "passed": passed, "failed": failed, "not_run": missing, "unexported": counts.provisioned, "interrupted_by": signal}),
+        || {
+            format!(
+                "{passed} passed, {failed} failed{}{}",
+                if missing > 0 { format!(", {missing} not run") } else { String::new() },
+                signal.map(|s| format!(" (stopped by {s})")).unwrap_or_default()
+            )
+        },
     );
-    Ok(if failed == 0 && missing == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(ExitClass::Device as u8)
-    })
+    match stopped {
+        // The summary is out; the process exits with the error's class.
+        Some(e @ Error::Database { .. }) => Err(e),
+        _ if signal.is_some() => Ok(ExitCode::from(ExitClass::Interrupted as u8)),
+        _ if failed == 0 && missing == 0 => Ok(ExitCode::SUCCESS),
+        _ => Ok(ExitCode::from(ExitClass::Device as u8)),
+    }
+}
+
+/// Re-create the files of batches committed but never published (a crash between the commit
+/// and the rename) and remove orphan temporary export files; say what could not be done.
+fn republish(config: &Config, store: &Store, out: Out) -> Result<()> {
+    let keys = load_keys(config)?;
+    let done = crate::dps::publish::repair(store, keys.as_ref(), &config.export_dir())?;
+    for batch in &done.recreated {
+        out.emit(
+            &serde_json::json!({"event": "batch_recreated", "batch": batch}),
+            || format!("warning: batch {batch} was recorded but its files were missing; re-created them"),
+        );
+    }
+    for path in &done.removed {
+        out.emit(
+            &serde_json::json!({"event": "temporary_file_removed", "path": path}),
+            || {
+                format!(
+                    "removed {} left by an export that did not finish",
+                    path.display()
+                )
+            },
+        );
+    }
+    for (p, why) in &done.failed {
+        out.emit(
+            &serde_json::json!({"event": "batch_unpublished", "batch": p.batch, "file": p.file, "problem": p.problem, "error": why, "fix": p.fix()}),
+            || format!(
+                "warning: batch {}: {} is {}; re-creating it failed ({why}); fix that, then run `{}`",
+                p.batch,
+                p.file.display(),
+                p.problem,
+                p.fix()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Say at start which devices a previous run left unfinished (recorded, never verified).
+fn report_unfinished(store: &Store, out: Out) -> Result<()> {
+    let pending = store.list(Some(Status::Pending), None, 20, 0)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let total = store.counts()?.pending;
+    let serials: Vec<&str> = pending.iter().map(|e| e.device_serial.as_str()).collect();
+    out.emit(
+        &serde_json::json!({"event": "unfinished", "count": total, "serials": serials}),
+        || {
+            format!(
+                "warning: {total} device(s) were left unfinished by an earlier run (recorded, never verified): {}{} — put each on the fixture again; the station finishes it from what the device holds",
+                serials.join(", "),
+                if total as usize > serials.len() { ", …" } else { "" }
+            )
+        },
+    );
+    Ok(())
 }
 
 fn simulate(config_path: Option<&std::path::Path>, a: &SimulateArgs, out: Out) -> Result<ExitCode> {
@@ -243,6 +328,9 @@ fn simulate(config_path: Option<&std::path::Path>, a: &SimulateArgs, out: Out) -
     sc.firmware = a.firmware.clone();
     sc.fault_device = a.fault_device;
     sc.tpm = a.tpm.clone();
+    if let Some(bits) = a.capabilities {
+        sc.capabilities = bits;
+    }
     for f in &a.faults {
         sc.faults.add(f).map_err(Error::Usage)?;
     }
@@ -288,6 +376,9 @@ fn export_cmd(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
     }
     let keys = load_keys(config)?;
     let dir = a.out.clone().unwrap_or_else(|| config.export_dir());
+    if a.out.is_none() && a.batch.is_none() {
+        republish(config, &store, out)?;
+    }
     let summary = match &a.batch {
         Some(id) => Some(export::export_again(&store, id, keys.as_ref(), &dir)?),
         None => export::export_new(
@@ -400,6 +491,12 @@ fn list(config: &Config, a: &ListArgs, out: Out) -> Result<ExitCode> {
                 flag
             )
         });
+    }
+    for p in crate::dps::publish::check(&store, &config.export_dir(), false)? {
+        out.emit(
+            &serde_json::json!({"event": "batch_unpublished", "batch": p.batch, "file": p.file, "problem": p.problem, "fix": p.fix()}),
+            || format!("warning: batch {}: {} is {}; run `{}`", p.batch, p.file.display(), p.problem, p.fix()),
+        );
     }
     let c = store.counts()?;
     out.emit(&serde_json::json!({"event": "counts", "counts": c}), || {

@@ -14,6 +14,25 @@ use std::time::{Duration, Instant};
 /// Longest response the station expects, for line-time budgeting of timeouts.
 const MAX_RESPONSE_WIRE: usize = 300;
 
+/// Waits before each re-send after a BUSY NAK (protocol.md §7); then `device.busy`.
+const BUSY_BACKOFF: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1000),
+];
+
+/// Plain words for a message type byte, for protocol errors.
+fn describe_kind(k: u8) -> String {
+    match k {
+        kind::NAK => "NAK".into(),
+        k if k & kind::RESPONSE != 0 => format!("{} response", protocol::command_name(k)),
+        k => format!("{} request", protocol::command_name(k)),
+    }
+}
+
 /// Counters a link keeps.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinkStats {
@@ -71,20 +90,61 @@ impl Link {
     }
 
     /// Send `req` and wait for its response frame (retrying as configured). A NAK becomes
-    /// [`Error::Nak`].
+    /// [`Error::Nak`]; BUSY is waited out with a bounded backoff, each re-send under a new
+    /// sequence number (the device replays a NAK to an identical retry).
     pub fn request(&mut self, req: &Request) -> Result<Frame> {
+        let command = req.name();
+        let body = req.encode_body();
+        if req.kind() != kind::HELLO && body.len() > self.device_max_body {
+            return Err(Error::RequestTooLarge {
+                command,
+                size: body.len(),
+                limit: self.device_max_body,
+            });
+        }
+        let mut busy = 0;
+        loop {
+            let f = self.exchange(req.kind(), &body, command)?;
+            if f.kind != kind::NAK {
+                return Ok(f);
+            }
+            if f.body.is_empty() {
+                return Err(self.protocol_error(
+                    command,
+                    "NAK without a code byte (protocol.md §7: a NAK body starts with its code)",
+                ));
+            }
+            if f.body[0] != NakCode::Busy as u8 {
+                return Err(nak_error(command, &f.body));
+            }
+            let Some(wait) = BUSY_BACKOFF.get(busy) else {
+                return Err(Error::Busy {
+                    command,
+                    attempts: busy as u32 + 1,
+                });
+            };
+            busy += 1;
+            let t0 = Instant::now();
+            std::thread::sleep(*wait);
+            self.stats.io_wait += t0.elapsed();
+        }
+    }
+
+    /// One request under a new sequence number: its answer (a response or a NAK), after
+    /// re-sends on timeouts and corrupt answers.
+    fn exchange(&mut self, req_kind: u8, body: &[u8], command: &'static str) -> Result<Frame> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let command = req.name();
         self.tx.clear();
-        frame::encode_into(req.kind(), seq, &req.encode_body(), &mut self.tx);
-        let base = match req.kind() {
+        frame::encode_into(req_kind, seq, body, &mut self.tx);
+        let base = match req_kind {
             kind::COMMIT => self.timeouts.commit,
             kind::GEN_CSR | kind::READ_EK => self.timeouts.keygen,
             _ => self.timeouts.response,
         };
         let timeout = base + self.line_time(self.tx.len() + MAX_RESPONSE_WIRE);
         let attempts = self.retries + 1;
+        let mut stray = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 self.stats.resent += 1;
@@ -94,27 +154,49 @@ impl Link {
             self.tx = tx;
             sent.map_err(|e| self.io_error(command, e))?;
             self.stats.tx_bytes += self.tx.len() as u64;
-            match self.await_response(seq, req.kind(), timeout, command)? {
-                Some(f) if f.kind == kind::NAK => return Err(nak_error(command, &f.body)),
-                Some(f) => return Ok(f),
+            match self.await_response(seq, timeout, command, &mut stray)? {
+                Some(f) if f.kind == kind::NAK || f.kind == req_kind | kind::RESPONSE => {
+                    return Ok(f);
+                }
+                Some(f) => {
+                    return Err(self.protocol_error(
+                        command,
+                        format!(
+                            "answered seq 0x{seq:02x} with message type 0x{:02x} ({}), expected 0x{:02x}",
+                            f.kind,
+                            describe_kind(f.kind),
+                            req_kind | kind::RESPONSE
+                        ),
+                    ));
+                }
                 None => continue,
             }
         }
-        Err(Error::Timeout {
-            port: self.port().to_string(),
-            command,
-            attempts,
-        })
+        match stray {
+            Some((k, s)) => Err(self.protocol_error(
+                command,
+                format!(
+                    "no answer to seq 0x{seq:02x} after {attempts} attempts; the device sent other frames instead, the last of type 0x{k:02x} ({}) with seq 0x{s:02x}",
+                    describe_kind(k)
+                ),
+            )),
+            None => Err(Error::Timeout {
+                port: self.port().to_string(),
+                command,
+                attempts,
+            }),
+        }
     }
 
-    /// Wait for the response to `seq`. `None`: timed out, or a corrupt frame that was likely
-    /// the answer (so resending now beats waiting).
+    /// Wait for the frame carrying `seq`. `None`: timed out, or a corrupt frame that was likely
+    /// the answer (so resending now beats waiting). Frames with another `seq` are remembered
+    /// in `stray`.
     fn await_response(
         &mut self,
         seq: u8,
-        req_kind: u8,
         timeout: Duration,
         command: &'static str,
+        stray: &mut Option<(u8, u8)>,
     ) -> Result<Option<Frame>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -135,15 +217,13 @@ impl Link {
             let mut bad = 0;
             let (decoder, rx) = (&mut self.decoder, &self.rx[..n]);
             decoder.push(rx, |r| match r {
-                Ok(f)
-                    if f.seq == seq
-                        && (f.kind == (req_kind | kind::RESPONSE) || f.kind == kind::NAK) =>
-                {
+                Ok(f) if f.seq == seq => {
                     if found.is_none() {
                         found = Some(f)
                     }
                 }
-                Ok(_) => {} // stale answer to an earlier request
+                // A late answer to an earlier request.
+                Ok(f) => *stray = Some((f.kind, f.seq)),
                 Err(FrameError::Crc) => {
                     bad += 1;
                     crc_error = true
@@ -202,10 +282,14 @@ impl Link {
                 station_max: protocol::VERSION_MAX,
             });
         }
-        if (info.max_body as usize) < protocol::WRITE_HEADER_LEN + 16 {
+        if (info.max_body as usize) < protocol::MIN_DEVICE_MAX_BODY {
             return Err(self.protocol_error(
                 "HELLO",
-                format!("device frame size {} is too small", info.max_body),
+                format!(
+                    "device max_body {} is below the protocol's minimum of {}",
+                    info.max_body,
+                    protocol::MIN_DEVICE_MAX_BODY
+                ),
             ));
         }
         self.device_max_body = (info.max_body as usize).min(protocol::STATION_MAX_BODY);
@@ -252,15 +336,38 @@ impl Link {
     /// COMMIT the staged records; the device answers with the digest of what it stored.
     pub fn commit(&mut self, flags: u8) -> Result<DigestState> {
         let f = self.request(&Request::Commit { flags })?;
-        protocol::decode_digest(&f.body)
-            .ok_or_else(|| self.protocol_error("COMMIT", "malformed COMMIT response"))
+        let d = self.digest_state("COMMIT", &f.body)?;
+        if !d.provisioned {
+            return Err(self.protocol_error(
+                "COMMIT",
+                "the device answered COMMIT with state 0 (no identity committed)",
+            ));
+        }
+        Ok(d)
     }
 
     /// READ_DIGEST: what the device holds now.
     pub fn read_digest(&mut self) -> Result<DigestState> {
         let f = self.request(&Request::ReadDigest)?;
-        protocol::decode_digest(&f.body)
-            .ok_or_else(|| self.protocol_error("READ_DIGEST", "malformed READ_DIGEST response"))
+        self.digest_state("READ_DIGEST", &f.body)
+    }
+
+    fn digest_state(&self, command: &'static str, body: &[u8]) -> Result<DigestState> {
+        match body.first() {
+            Some(&state) if body.len() == 33 && state > 1 => Err(self.protocol_error(
+                command,
+                format!("state byte 0x{state:02x} is reserved (0 = no identity, 1 = committed)"),
+            )),
+            _ => protocol::decode_digest(body).ok_or_else(|| {
+                self.protocol_error(
+                    command,
+                    format!(
+                        "malformed {command} response: {} bytes, expected 33 (state, SHA-256)",
+                        body.len()
+                    ),
+                )
+            }),
+        }
     }
 
     /// READ_RECORD: a non-secret committed record; `None` if the device has none.

@@ -15,6 +15,9 @@ pub const VERSION_MAX: u8 = 1;
 /// The largest frame body this station sends or accepts.
 pub const STATION_MAX_BODY: usize = 4096;
 
+/// The smallest `max_body` a device may report (protocol.md §5, HELLO).
+pub const MIN_DEVICE_MAX_BODY: usize = 64;
+
 /// Bytes of a WRITE body before the data: record, offset u32, total u32.
 pub const WRITE_HEADER_LEN: usize = 9;
 
@@ -373,9 +376,10 @@ pub fn decode_device_info(b: &[u8]) -> Option<DeviceInfo> {
     })
 }
 
-/// Decode a READ_DIGEST / COMMIT response body: state byte + 32-byte digest.
+/// Decode a READ_DIGEST / COMMIT response body: state byte (0 none, 1 committed; others
+/// reserved) + 32-byte digest.
 pub fn decode_digest(b: &[u8]) -> Option<DigestState> {
-    if b.len() != 33 {
+    if b.len() != 33 || b[0] > 1 {
         return None;
     }
     Some(DigestState {

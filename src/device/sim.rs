@@ -25,6 +25,22 @@ use std::time::Duration;
 /// Largest record the simulated device stores.
 pub const MAX_RECORD: usize = 8192;
 
+/// What a simulated device can store by default: symmetric keys, certificate chains with a
+/// station key, GEN_CSR, and a TPM's EK (protocol.md §5, HELLO).
+pub const DEFAULT_CAPABILITIES: u32 =
+    capability::SYMMETRIC_KEY | capability::X509_CHAIN | capability::CSR | capability::TPM_EK;
+
+/// A record's size limit (protocol.md §6).
+fn record_max(id: RecordId) -> usize {
+    match id {
+        RecordId::IdScope => 32,
+        RecordId::GlobalEndpoint => 253,
+        RecordId::RegistrationId => 128,
+        RecordId::CredentialType => 1,
+        _ => MAX_RECORD,
+    }
+}
+
 /// Faults the simulator can inject (see `docs/protocol.md`, "Simulator").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
@@ -50,6 +66,16 @@ pub struct Faults {
     pub csr_cn: Option<String>,
     /// GEN_CSR makes a key of this type instead (`ed25519`, `p256`, `p384`, `rsa2048`).
     pub csr_key: Option<String>,
+    /// Refuse the first N requests of this type with BUSY (a device still booting).
+    pub busy_on: Option<(u8, u32)>,
+    /// Answer this request type with a response of another type (firmware bug).
+    pub wrong_type_on: Option<u8>,
+    /// Answer this request type under the previous sequence number.
+    pub stale_seq_on: Option<u8>,
+    /// Refuse this request type with a NAK that has no code byte.
+    pub empty_nak_on: Option<u8>,
+    /// Answer COMMIT/READ_DIGEST of this type with this state byte.
+    pub state_on: Option<(u8, u8)>,
 }
 
 impl Faults {
@@ -75,6 +101,7 @@ impl Faults {
                 Some("read-record") => Ok(kind::READ_RECORD),
                 Some("reset") => Ok(kind::RESET),
                 Some("gen-csr") => Ok(kind::GEN_CSR),
+                Some("read-ek") => Ok(kind::READ_EK),
                 Some(o) => Err(format!(
                     "unknown command `{o}` in fault `{spec}`; use hello, write, commit, read-digest, read-record, gen-csr or reset"
                 )),
@@ -104,6 +131,23 @@ impl Faults {
                 )
             }
             "bad-storage" => self.bad_storage = true,
+            "busy" => {
+                let n = match b {
+                    None => u32::MAX,
+                    Some(v) => num(Some(v))?,
+                };
+                self.busy_on = Some((cmd(a, kind::WRITE)?, n));
+            }
+            "wrong-type" => self.wrong_type_on = Some(cmd(a, kind::COMMIT)?),
+            "stale-seq" => self.stale_seq_on = Some(cmd(a, kind::COMMIT)?),
+            "empty-nak" => self.empty_nak_on = Some(cmd(a, kind::COMMIT)?),
+            "state" => {
+                let c = cmd(a, kind::READ_DIGEST)?;
+                let v = b.and_then(|v| v.parse::<u8>().ok()).ok_or_else(|| {
+                    format!("fault `{spec}` needs a state byte, e.g. state:commit:0")
+                })?;
+                self.state_on = Some((c, v));
+            }
             "csr-tamper" => self.csr_tamper = true,
             "csr-cn" => {
                 self.csr_cn = Some(
@@ -124,7 +168,7 @@ impl Faults {
             },
             _ => {
                 return Err(format!(
-                    "unknown fault `{spec}`; use noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD], nak:CMD[:CODE], provisioned:ID, bad-storage, csr-tamper, csr-cn:CN, csr-key:TYPE"
+                    "unknown fault `{spec}`; use noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD], nak:CMD[:CODE], provisioned:ID, bad-storage, csr-tamper, csr-cn:CN, csr-key:TYPE, busy:CMD[:N], wrong-type:CMD, stale-seq:CMD, empty-nak:CMD, state:CMD:N"
                 ));
             }
         }
@@ -152,6 +196,8 @@ pub struct SimConfig {
     pub fault_device: Option<u32>,
     /// The devices' TPM, reached through this TCTI, for READ_EK.
     pub tpm: Option<String>,
+    /// HELLO capability bits the devices advertise (and honour).
+    pub capabilities: u32,
 }
 
 impl SimConfig {
@@ -169,6 +215,7 @@ impl SimConfig {
             faults: Faults::default(),
             fault_device: None,
             tpm: None,
+            capabilities: DEFAULT_CAPABILITIES,
         }
     }
 }
@@ -547,19 +594,48 @@ fn handle(config: &SimConfig, d: &mut Device, f: &frame::Frame) -> Action {
         return Action::Disconnect;
     }
     let mut reset = false;
+    if let Some((k, n)) = faults.busy_on
+        && k == f.kind
+        && count <= n
+    {
+        // BUSY: nothing was done, nothing is remembered.
+        return Action::Respond(nak(f.seq, NakCode::Busy, b"booting"), false);
+    }
     let wire = if let Some((k, code)) = faults.nak_on.filter(|(k, _)| *k == f.kind) {
         let _ = k;
         let mut body = vec![code];
         body.extend_from_slice(b"injected fault");
         frame::encode(kind::NAK, f.seq, &body)
+    } else if faults.empty_nak_on == Some(f.kind) {
+        frame::encode(kind::NAK, f.seq, &[])
+    } else if faults.wrong_type_on == Some(f.kind) {
+        frame::encode(kind::READ_RECORD | kind::RESPONSE, f.seq, b"oops")
+    } else if faults.stale_seq_on == Some(f.kind) {
+        frame::encode(f.kind | kind::RESPONSE, f.seq.wrapping_sub(1), &[1; 33])
     } else {
         match Request::decode(f.kind, &f.body) {
             None if protocol::command_name(f.kind) == "UNKNOWN" || f.kind & kind::RESPONSE != 0 => {
                 nak(f.seq, NakCode::UnknownCommand, b"")
             }
+            // A CN that is not UTF-8.
+            None if f.kind == kind::GEN_CSR && f.body.len() >= 2 => {
+                nak(f.seq, NakCode::BadFrame, b"common name is not UTF-8")
+            }
             None => nak(f.seq, NakCode::BadLength, b""),
             Some(req) => {
-                let (w, r) = respond(config, d, f.seq, req, &faults);
+                let (mut w, r) = respond(config, d, f.seq, req, &faults);
+                if let Some((k, state)) = faults.state_on
+                    && k == f.kind
+                    && w.len() > 4
+                {
+                    // Re-frame the answer with another state byte.
+                    let mut frames = Vec::new();
+                    Decoder::new(4096).push(&w, |r| frames.extend(r.ok()));
+                    if let Some(mut a) = frames.pop().filter(|a| a.kind != kind::NAK) {
+                        a.body[0] = state;
+                        w = frame::encode(a.kind, a.seq, &a.body);
+                    }
+                }
                 reset = r;
                 w
             }
@@ -595,14 +671,7 @@ fn respond(
             let info = DeviceInfo {
                 version: protocol::VERSION_MAX.min(*max),
                 max_body: config.max_body,
-                capabilities: capability::SYMMETRIC_KEY
-                    | capability::X509_CHAIN
-                    | capability::CSR
-                    | if config.tpm.is_some() {
-                        capability::TPM_EK
-                    } else {
-                        0
-                    },
+                capabilities: config.capabilities,
                 provisioned: !d.committed.is_empty(),
                 serial: d.serial.clone(),
                 firmware: d.flash.firmware.clone(),
@@ -617,11 +686,14 @@ fn respond(
             total,
             data,
         } => {
-            if RecordId::from_u8(*record).is_none() {
+            let Some(id) = RecordId::from_u8(*record) else {
                 return (nak(seq, NakCode::BadRecord, b""), false);
-            }
+            };
             let (offset, total) = (*offset as usize, *total as usize);
-            if total > MAX_RECORD {
+            if total == 0 {
+                return (nak(seq, NakCode::BadLength, b"empty record"), false);
+            }
+            if total > record_max(id) {
                 return (nak(seq, NakCode::BadLength, b"record too large"), false);
             }
             if offset == 0 {
@@ -667,6 +739,9 @@ fn respond(
                 }
                 None => false,
             };
+            if cred_type.is_some_and(|t| !(1..=4).contains(&t)) {
+                return (nak(seq, NakCode::BadRecord, b"credential type"), false);
+            }
             if !complete || !key_ok {
                 return (nak(seq, NakCode::Incomplete, b""), false);
             }
@@ -734,6 +809,16 @@ fn respond(
             (Some(_), Ok(body)) => (ok(&body), false),
             (Some(_), Err(code)) => (nak(seq, code, b"TPM read failed"), false),
         },
+        Request::GenCsr { common_name, .. } if common_name.is_empty() || common_name.len() > 64 => {
+            (
+                nak(
+                    seq,
+                    NakCode::BadLength,
+                    b"common name must be 1 to 64 bytes",
+                ),
+                false,
+            )
+        }
         Request::GenCsr {
             key_type,
             common_name,

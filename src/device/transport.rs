@@ -50,7 +50,15 @@ impl Transport for SerialTransport {
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.port.write_all(bytes)?;
-        self.port.flush()
+        // serialport reports a failed tcdrain as a bare "flush failed" without the OS error.
+        // A signal (EINTR) fails it once; a line that is gone (EIO after an unplug or a
+        // hang-up) fails it again: that is a disconnect, not an I/O error to retry.
+        if self.port.flush().is_ok() {
+            return Ok(());
+        }
+        self.port.flush().map_err(|e| {
+            io::Error::new(io::ErrorKind::BrokenPipe, format!("{e}: the port is gone"))
+        })
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
@@ -61,7 +69,15 @@ impl Transport for SerialTransport {
         match self.port.read(buf) {
             Ok(0) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "end of file")),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(0),
+            // A signal woke the wait: nothing arrived; the caller decides whether to go on.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }

@@ -11,8 +11,9 @@ use super::enrollment::{Attestation, DpsOptions, write_enrollment};
 use crate::attestation::AttestationKind;
 use crate::attestation::symmetric::SymmetricKeySource;
 use crate::error::{Error, Result};
-use crate::store::{AttestationRow, Batch, Store, now};
+use crate::store::{AttestationRow, Batch, BatchFile, Store, now};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -74,9 +75,10 @@ pub fn export_new(
         station: station.to_string(),
         dps_options: serde_json::to_string(options).expect("options serialise"),
     };
+    let _lock = lock_exports(out_dir)?;
     let files = write_batch(store, &batch, keys, out_dir)?;
     store
-        .insert_batch(&batch)
+        .insert_batch(&batch, &files.files)
         .inspect_err(|_| files.discard())?;
     files.publish().map(Some)
 }
@@ -89,7 +91,37 @@ pub fn export_again(
     out_dir: &Path,
 ) -> Result<ExportSummary> {
     let batch = store.batch(batch_id)?;
-    write_batch(store, &batch, keys, out_dir)?.publish()
+    let _lock = lock_exports(out_dir)?;
+    let files = write_batch(store, &batch, keys, out_dir)?;
+    let recorded = store.batch_files(batch_id)?;
+    if !recorded.is_empty() && recorded != files.files {
+        files.discard();
+        return Err(Error::Database {
+            path: store.path().to_string(),
+            message: format!(
+                "batch {batch_id} re-created from the database differs from the files recorded when it was exported; nothing was replaced"
+            ),
+        });
+    }
+    files.publish()
+}
+
+/// Serialise exports (and the clean-up of their temporary files) between processes: an
+/// advisory lock on the export directory itself, held while a batch is written and renamed.
+pub(crate) fn lock_exports(out_dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::File {
+        what: "cannot create export directory",
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let lock = |source| Error::File {
+        what: "cannot lock the export directory",
+        path: out_dir.to_path_buf(),
+        source,
+    };
+    let dir = File::open(out_dir).map_err(lock)?;
+    dir.lock().map_err(lock)?;
+    Ok(dir)
 }
 
 /// Batch files written under temporary names.
@@ -97,6 +129,40 @@ struct Pending {
     tmp_csv: PathBuf,
     tmp_json: PathBuf,
     summary: ExportSummary,
+    /// What the two files hold, recorded with the batch.
+    files: Vec<BatchFile>,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Hashing<File> {
+    /// Sync the file; what it holds.
+    fn finish(self, name: String) -> std::io::Result<BatchFile> {
+        self.inner.sync_all()?;
+        Ok(BatchFile {
+            name,
+            bytes: self.bytes,
+            sha256: crate::device::protocol::hex(&self.hash.finalize()),
+        })
+    }
 }
 
 impl Pending {
@@ -123,14 +189,23 @@ impl Pending {
     }
 }
 
-fn create(path: &Path, mode: u32) -> Result<BufWriter<File>> {
+fn create(path: &Path, mode: u32) -> Result<BufWriter<Hashing<File>>> {
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map(|f| {
+            BufWriter::with_capacity(
+                1 << 20,
+                Hashing {
+                    inner: f,
+                    hash: Sha256::new(),
+                    bytes: 0,
+                },
+            )
+        })
         .map_err(|source| Error::File {
             what: "cannot create export file",
             path: path.to_path_buf(),
@@ -172,7 +247,7 @@ fn write_batch(
             path: store.path().to_string(),
             message: format!("batch {} has unreadable DPS options: {e}", batch.id),
         })?;
-    let pending = Pending {
+    let mut pending = Pending {
         tmp_csv: out_dir.join(format!(".{}.csv.tmp", batch.id)),
         tmp_json: out_dir.join(format!(".{}.dps.json.tmp", batch.id)),
         summary: ExportSummary {
@@ -182,6 +257,7 @@ fn write_batch(
             json: out_dir.join(format!("{}.dps.json", batch.id)),
             bulk_operations: (batch.count as usize).div_ceil(MAX_BULK),
         },
+        files: Vec::new(),
     };
     // The two files are independent: write them on two threads, each with its own reader of
     // the (immutable) rows of the batch.
@@ -193,10 +269,15 @@ fn write_batch(
         let csv = csv
             .join()
             .unwrap_or_else(|_| Err(Error::Usage("CSV export thread panicked".into())));
-        json.and(csv)
+        json.and_then(|j| csv.map(|c| vec![c, j]))
     });
     match result {
-        Ok(()) => Ok(pending),
+        Ok(mut hashed) => {
+            hashed[0].name = file_name(&pending.summary.csv);
+            hashed[1].name = file_name(&pending.summary.json);
+            pending.files = hashed;
+            Ok(pending)
+        }
         Err(e) => {
             pending.discard();
             Err(e)
@@ -204,7 +285,13 @@ fn write_batch(
     }
 }
 
-fn write_csv(store: &Store, batch: &Batch, path: &Path) -> Result<()> {
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn write_csv(store: &Store, batch: &Batch, path: &Path) -> Result<BatchFile> {
     let io = file_error(path);
     let mut csv = csv::Writer::from_writer(create(path, 0o644)?);
     let csv_err = |e: csv::Error| io(e.into());
@@ -237,7 +324,7 @@ fn write_csv(store: &Store, batch: &Batch, path: &Path) -> Result<()> {
         .into_inner()
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-    f.sync_all().map_err(&io)
+    f.finish(String::new()).map_err(&io)
 }
 
 fn write_json(
@@ -246,7 +333,7 @@ fn write_json(
     keys: Option<&SymmetricKeySource>,
     fragment: &str,
     path: &Path,
-) -> Result<()> {
+) -> Result<BatchFile> {
     let io = file_error(path);
     // The bulk-operation file holds keys: owner-only.
     let mut json = create(path, 0o600)?;
@@ -285,7 +372,7 @@ fn write_json(
         return Err(count_mismatch(store, batch, seen));
     }
     let f = json.into_inner().map_err(|e| io(e.into_error()))?;
-    f.sync_all().map_err(&io)
+    f.finish(String::new()).map_err(&io)
 }
 
 /// The enrollment's attestation: its certificate, its stored individual keys, or keys

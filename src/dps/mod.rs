@@ -6,6 +6,7 @@
 
 pub mod enrollment;
 pub mod export;
+pub mod publish;
 pub mod sas;
 pub mod upload;
 

@@ -110,6 +110,9 @@ fn run(
     for w in workflow.warnings() {
         send(Report::Warning(w));
     }
+    for w in start_checks(&config, workflow.store()) {
+        send(Report::Warning(w));
+    }
     let mut fixture = match device::connect(&config, port.as_deref()) {
         Ok(f) => f,
         Err(e) => return send(Report::Unavailable((&e).into())),
@@ -163,6 +166,42 @@ fn run(
             Command::Upload => send(Report::Uploaded(upload(&config).map_err(|e| (&e).into()))),
         }
     }
+}
+
+/// What the technician must know at start: devices a crash left unfinished, and batches
+/// whose files had to be (or could not be) re-created.
+fn start_checks(config: &Config, store: &Store) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Ok(c) = store.counts()
+        && c.pending > 0
+    {
+        warnings.push(format!(
+            "{} device(s) were left unfinished by an earlier run: put each on the fixture again (see Unfinished devices)",
+            c.pending
+        ));
+    }
+    let repaired = keys(config)
+        .and_then(|k| crate::dps::publish::repair(store, k.as_ref(), &config.export_dir()));
+    match repaired {
+        Ok(done) => {
+            for b in done.recreated {
+                warnings.push(format!(
+                    "batch {b} was recorded but its files were missing: re-created them"
+                ));
+            }
+            for (p, why) in done.failed {
+                warnings.push(format!(
+                    "batch {}: {} is {}; re-creating it failed ({why}); then run `{}`",
+                    p.batch,
+                    p.file.display(),
+                    p.problem,
+                    p.fix()
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("checking exported batches failed: {e}")),
+    }
+    warnings
 }
 
 fn keys(config: &Config) -> Result<Option<SymmetricKeySource>, Error> {

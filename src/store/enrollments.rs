@@ -70,6 +70,9 @@ pub struct Enrollment {
     /// TPM: whether the EK certificate verified (`verified`, `missing`, `invalid: …`).
     pub ek_cert_status: Option<String>,
     pub device_digest: Option<String>,
+    /// The digest of the recorded credential as the device holds it once committed (set when
+    /// the credential is recorded; a re-run compares the device's READ_DIGEST with it).
+    pub expected_digest: Option<String>,
     pub status: Status,
     pub error_code: Option<String>,
     pub station: String,
@@ -99,6 +102,9 @@ pub struct NewEnrollment<'a> {
     pub station: &'a str,
     pub line: &'a str,
     pub operator: &'a str,
+    /// Hex digest of every record the station writes (DPS coordinates, registration ID,
+    /// credential): what the device reports once it holds this credential.
+    pub expected_digest: &'a str,
     /// Replace a provisioned enrollment (a re-issued certificate): its current version is
     /// kept in `superseded_enrollments`.
     pub supersede: bool,
@@ -142,7 +148,7 @@ pub struct Counts {
 
 const COLUMNS: &str = "e.registration_id, e.device_serial, e.firmware, e.model, e.attestation_type, \
     e.key_source, e.primary_key, e.secondary_key, e.group_key_id, e.public_material, e.cert_serial, \
-    e.cert_thumbprint, e.cert_not_before, e.cert_not_after, e.ek_cert_status, e.device_digest, e.status, \
+    e.cert_thumbprint, e.cert_not_before, e.cert_not_after, e.ek_cert_status, e.device_digest, e.expected_digest, e.status, \
     e.error_code, e.station, e.line, e.operator, e.created_at, e.updated_at, e.provisioned_at, \
     e.export_seq, \
     (SELECT b.id FROM batches b WHERE b.first_seq <= e.export_seq AND b.last_seq >= e.export_seq \
@@ -173,6 +179,7 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
         cert_not_after: r.get("cert_not_after")?,
         ek_cert_status: r.get("ek_cert_status")?,
         device_digest: r.get("device_digest")?,
+        expected_digest: r.get("expected_digest")?,
         status,
         error_code: r.get("error_code")?,
         station: r.get("station")?,
@@ -212,23 +219,25 @@ impl Store {
 
     /// Durably record `new` as `pending`, before anything is written to the device.
     ///
-    /// A row that is already provisioned is left as it is (the re-run writes the same
-    /// identity); a row for the same ID but another device serial is refused.
+    /// A row that is already provisioned is left as it is when `new` is the same credential
+    /// (same digest); another credential is a re-key and needs `supersede`, which first keeps
+    /// the current version in `superseded_enrollments`. A row for the same ID but another
+    /// device serial is refused.
     pub fn record_pending(&mut self, new: &NewEnrollment<'_>) -> Result<()> {
         let path = self.path().to_string();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| Error::from(e).in_database(&path))?;
-        let existing: Option<(String, String)> = tx
+        let existing: Option<(String, String, Option<String>)> = tx
             .query_row(
-                "SELECT device_serial, status FROM enrollments WHERE registration_id = ?1",
+                "SELECT device_serial, status, device_digest FROM enrollments WHERE registration_id = ?1",
                 [new.registration_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| Error::from(e).in_database(&path))?;
-        if let Some((serial, status)) = existing {
+        if let Some((serial, status, digest)) = existing {
             if serial != new.device_serial {
                 return Err(Error::DuplicateRegistration {
                     registration_id: new.registration_id.to_string(),
@@ -237,8 +246,17 @@ impl Store {
                 });
             }
             if status == "provisioned" {
-                if !new.supersede {
+                if digest.as_deref() == Some(new.expected_digest) {
                     return Ok(());
+                }
+                if !new.supersede {
+                    return Err(Error::RekeyNotPermitted {
+                        registration_id: new.registration_id.to_string(),
+                        serial: serial.clone(),
+                        recorded: digest.unwrap_or_default(),
+                        wanted: new.expected_digest.to_string(),
+                        cause: "the database keeps the provisioned credential".into(),
+                    });
                 }
                 tx.execute(
                     &format!(
@@ -279,9 +297,9 @@ impl Store {
                 attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
                 station, line, operator, created_at, updated_at, public_material, cert_serial, \
                 cert_thumbprint, cert_not_before, cert_not_after, storage_root_key, ek_hash, \
-                ek_certificate, ek_cert_issuer, ek_cert_status) \
+                ek_certificate, ek_cert_issuer, ek_cert_status, expected_digest) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12, ?13, ?13, ?14, ?15, \
-                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) \
+                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) \
              ON CONFLICT (registration_id) DO UPDATE SET firmware = excluded.firmware, \
                 model = excluded.model, attestation_type = excluded.attestation_type, \
                 key_source = excluded.key_source, primary_key = excluded.primary_key, \
@@ -292,7 +310,8 @@ impl Store {
                 cert_thumbprint = excluded.cert_thumbprint, cert_not_before = excluded.cert_not_before, \
                 cert_not_after = excluded.cert_not_after, storage_root_key = excluded.storage_root_key, \
                 ek_hash = excluded.ek_hash, ek_certificate = excluded.ek_certificate, \
-                ek_cert_issuer = excluded.ek_cert_issuer, ek_cert_status = excluded.ek_cert_status",
+                ek_cert_issuer = excluded.ek_cert_issuer, ek_cert_status = excluded.ek_cert_status, \
+                expected_digest = excluded.expected_digest",
             params![
                 new.registration_id,
                 new.device_serial,
@@ -318,6 +337,7 @@ impl Store {
                 new.tpm.and_then(|t| t.ek_certificate.as_deref()),
                 new.tpm.and_then(|t| t.ek_cert_issuer.as_deref()),
                 new.tpm.map(|t| t.ek_cert_status.as_str()),
+                new.expected_digest,
             ],
         )
         .map_err(|e| Error::from(e).in_database(&path))?;
@@ -326,6 +346,10 @@ impl Store {
 
     /// Durably mark `registration_id` provisioned (device read-back matched `digest`) and
     /// record the passed attempt, in one transaction.
+    ///
+    /// Refused unless `digest` is the digest of the credential the database holds for it (the
+    /// recorded one of a pending row, or the provisioned one): a PASS never stands on a
+    /// credential the database does not hold.
     pub fn mark_provisioned(
         &mut self,
         registration_id: &str,
@@ -338,6 +362,25 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
+        let held: Option<(String, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT status, device_digest, expected_digest FROM enrollments WHERE registration_id = ?1",
+                [registration_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(e)?;
+        let recorded = match &held {
+            None => None,
+            Some((status, device, _)) if status == "provisioned" => device.clone(),
+            Some((_, _, expected)) => expected.clone(),
+        };
+        if recorded.as_deref() != Some(digest) {
+            return Err(Error::VerifyMismatch {
+                expected: recorded.unwrap_or_else(|| "(no enrollment recorded)".into()),
+                actual: digest.to_string(),
+            });
+        }
         let t = now();
         tx.execute(
             &format!("UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
@@ -696,8 +739,9 @@ impl Store {
         Store::open(std::path::Path::new(&self.path))
     }
 
-    /// Record a batch covering `first..=last`, unless another export got there first.
-    pub fn insert_batch(&mut self, b: &Batch) -> Result<()> {
+    /// Record a batch covering `first..=last`, unless another export got there first, with
+    /// the size and SHA-256 of each of its files.
+    pub fn insert_batch(&mut self, b: &Batch, files: &[BatchFile]) -> Result<()> {
         let path = self.path().to_string();
         let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
         let tx = self
@@ -721,8 +765,46 @@ impl Store {
             params![b.id, b.first_seq, b.last_seq, b.count, b.created_at, b.station, b.dps_options],
         )
         .map_err(e)?;
+        for f in files {
+            tx.execute(
+                "INSERT INTO batch_files (batch_id, name, bytes, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![b.id, f.name, f.bytes as i64, f.sha256],
+            )
+            .map_err(e)?;
+        }
         tx.commit().map_err(e)
     }
+
+    /// The files recorded for batch `id` (none for batches exported before they were kept).
+    pub fn batch_files(&self, id: &str) -> Result<Vec<BatchFile>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, bytes, sha256 FROM batch_files WHERE batch_id = ?1 ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(BatchFile {
+                    name: r.get(0)?,
+                    bytes: r.get::<_, i64>(1)? as u64,
+                    sha256: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// One file of an export batch as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchFile {
+    /// File name in the export directory.
+    pub name: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
 }
 
 /// Traceability columns of an enrollment, borrowed from the database row.

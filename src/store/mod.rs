@@ -16,7 +16,7 @@ pub use uploads::*;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a writer waits for another connection's write to finish.
@@ -39,6 +39,10 @@ impl Store {
                 message: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
+        restrict_permissions(path).map_err(|e| Error::Database {
+            path: display.clone(),
+            message: format!("cannot create or restrict the database file: {e}"),
+        })?;
         let conn = Connection::open(path).map_err(db_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -53,6 +57,24 @@ impl Store {
         };
         schema::migrate(&mut store.conn, &store.path)?;
         Ok(store)
+    }
+
+    /// Prove the database can be written (file and directory permissions, read-only
+    /// mounts, a full disk) with one real write, before a device is touched.
+    pub fn check_writable(&mut self) -> Result<()> {
+        let version = self.schema_version()?;
+        let probe = |conn: &Connection| -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let r = conn.pragma_update(None, "user_version", version);
+            conn.execute_batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            r
+        };
+        probe(&self.conn).map_err(|e| Error::Database {
+            path: self.path.clone(),
+            message: format!(
+                "cannot write to it ({e}); give the station's account write access to the file and its directory, or point station.database elsewhere"
+            ),
+        })
     }
 
     /// The database path, for messages.
@@ -70,6 +92,40 @@ impl Store {
     pub(crate) fn err(&self, e: rusqlite::Error) -> Error {
         Error::from(e).in_database(&self.path)
     }
+}
+
+/// Create the database file readable by its owner only (it holds individual device keys), or
+/// owner and group where the directory is set-group-ID (the installer's shared data directory);
+/// take world access away from an existing database and its WAL and shared-memory files.
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let shared = std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o2000 != 0);
+    let mode = if shared { 0o660 } else { 0o600 };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o007 != 0
+        {
+            // Best effort: a database owned by another account keeps its mode (doctor says so).
+            let restricted = m.permissions().mode() & !0o007;
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(restricted));
+        }
+    }
+    Ok(())
 }
 
 /// Now, as RFC 3339 UTC with seconds.
@@ -98,6 +154,7 @@ mod tests {
             station: "s1",
             line: "l1",
             operator: "op",
+            expected_digest: "abcd",
             supersede: false,
         }
     }
@@ -194,15 +251,18 @@ mod tests {
                 exported: 0
             }
         );
-        s.insert_batch(&Batch {
-            id: "b1".into(),
-            first_seq: 1,
-            last_seq: 1,
-            count: 1,
-            created_at: now(),
-            station: "s1".into(),
-            dps_options: "{}".into(),
-        })
+        s.insert_batch(
+            &Batch {
+                id: "b1".into(),
+                first_seq: 1,
+                last_seq: 1,
+                count: 1,
+                created_at: now(),
+                station: "s1".into(),
+                dps_options: "{}".into(),
+            },
+            &[],
+        )
         .unwrap();
         let e = s.find("dev-1").unwrap().unwrap();
         assert_eq!(
@@ -241,8 +301,8 @@ mod tests {
             station: "s".into(),
             dps_options: "{}".into(),
         };
-        s.insert_batch(&b("a", 1, 5)).unwrap();
-        assert!(s.insert_batch(&b("b", 3, 8)).is_err());
-        s.insert_batch(&b("c", 6, 8)).unwrap();
+        s.insert_batch(&b("a", 1, 5), &[]).unwrap();
+        assert!(s.insert_batch(&b("b", 3, 8), &[]).is_err());
+        s.insert_batch(&b("c", 6, 8), &[]).unwrap();
     }
 }

@@ -139,6 +139,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE superseded_enrollments ADD COLUMN ek_cert_issuer TEXT;
     ALTER TABLE superseded_enrollments ADD COLUMN ek_cert_status TEXT;
     "#,
+    // 4 -> 5: the digest the device holds once it committed the recorded credential, kept
+    // from the moment the credential is recorded (pending), so that a re-run can ask the
+    // device whether it already holds it; and what each batch file must contain, so that a
+    // batch committed but never published (a crash before the rename) is found and re-made.
+    r#"
+    ALTER TABLE enrollments ADD COLUMN expected_digest TEXT;
+    CREATE TABLE batch_files (
+        batch_id TEXT NOT NULL REFERENCES batches(id),
+        name     TEXT NOT NULL,
+        bytes    INTEGER NOT NULL,
+        sha256   TEXT NOT NULL,
+        PRIMARY KEY (batch_id, name)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

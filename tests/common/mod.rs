@@ -99,8 +99,16 @@ impl StationDir {
     /// what the device holds, and no device holds an identity the database lacks.
     pub fn assert_db_matches_flash(&self) {
         let rows = self.rows();
-        let Ok(entries) = std::fs::read_dir(self.flash()) else {
-            return;
+        let entries = match std::fs::read_dir(self.flash()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                assert!(
+                    rows.iter().all(|r| r.2 != "provisioned"),
+                    "provisioned rows but no flash directory {}: {e}",
+                    self.flash().display()
+                );
+                return;
+            }
         };
         for entry in entries {
             let path = entry.unwrap().path();
@@ -144,6 +152,98 @@ impl StationDir {
                 "provisioned {} must match its device",
                 r.0
             );
+        }
+    }
+}
+
+/// A station in X.509 mode with its own development CA (test material).
+pub fn x509_station(key_source: &str, key_type: &str) -> StationDir {
+    let ca_dir = tempfile::tempdir().unwrap().keep();
+    let out = Command::new(STATION)
+        .args(["ca", "init", "--dev", ca_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = default_config().replace("mode = \"symmetric\"", "mode = \"x509\"")
+        + &format!(
+            "\n[attestation.x509]\nca_cert = \"{0}/dev-intermediate.pem\"\nca_key = \"{0}/dev-intermediate.key\"\n\
+             chain = [\"{0}/dev-root.pem\"]\nkey_source = \"{key_source}\"\nkey_type = \"{key_type}\"\nvalidity_days = 730\n",
+            ca_dir.display()
+        );
+    // [attestation.x509] must follow [attestation]; move the appended table up.
+    let cfg = move_table_after(&cfg, "[attestation.x509]", "[attestation.symmetric]");
+    let st = StationDir::with_config(&cfg);
+    std::fs::create_dir_all(st.path().join("ca")).unwrap();
+    for f in [
+        "dev-root.pem",
+        "dev-intermediate.pem",
+        "dev-intermediate.key",
+    ] {
+        std::fs::copy(ca_dir.join(f), st.path().join("ca").join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(&ca_dir).unwrap();
+    let cfg = std::fs::read_to_string(st.config())
+        .unwrap()
+        .replace(ca_dir.to_str().unwrap(), "ca");
+    std::fs::write(st.config(), cfg).unwrap();
+    st
+}
+
+pub fn move_table_after(cfg: &str, table: &str, after: &str) -> String {
+    let start = cfg.find(table).unwrap();
+    let block = cfg[start..].to_string();
+    let rest = &cfg[..start];
+    let at = rest.find(after).unwrap();
+    format!("{}{}\n{}", &rest[..at], block, &rest[at..])
+}
+
+impl StationDir {
+    /// The crash-safety invariant, read from the device side: every identity a simulated
+    /// device holds is a credential version the database holds (provisioned, recorded as
+    /// pending or failed, or superseded), and for X.509 the certificate the device holds is
+    /// the one stored for that version.
+    pub fn assert_every_device_credential_is_in_db(&self) {
+        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let Ok(entries) = std::fs::read_dir(self.flash()) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let flash: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let digest = flash["digest"].as_str().unwrap().to_string();
+            if flash["records"].as_object().is_none_or(|r| r.is_empty()) {
+                continue;
+            }
+            let held: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT public_material FROM enrollments WHERE device_digest = ?1 OR (status <> 'provisioned' AND expected_digest = ?1) \
+                     UNION ALL SELECT public_material FROM superseded_enrollments WHERE device_digest = ?1 LIMIT 1",
+                    [&digest],
+                    |r| r.get(0),
+                )
+                .ok();
+            let Some(material) = held else {
+                panic!(
+                    "device {} holds digest {digest}, which no credential version in the database has",
+                    path.display()
+                );
+            };
+            let chain = flash["records"]["5"]
+                .as_str()
+                .map(|h| String::from_utf8_lossy(&hex(h)).into_owned())
+                .unwrap_or_default();
+            if chain.starts_with("-----BEGIN CERTIFICATE-----") {
+                let cert = material.expect("an X.509 enrollment keeps its certificate");
+                assert!(
+                    chain.starts_with(cert.trim_end()),
+                    "device {} holds a certificate the database does not",
+                    path.display()
+                );
+            }
         }
     }
 }
