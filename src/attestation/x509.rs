@@ -342,6 +342,21 @@ impl StationCa {
                 ),
             ));
         }
+        // The certificate's key algorithm is taken from the CSR's signature algorithm: a P-256
+        // key signing with SHA-384 (or the reverse) would give a certificate naming the wrong
+        // curve. One signature algorithm per key type (protocol.md, GEN_CSR).
+        let expected = expected_signature(self.key_type);
+        if csr.signature_algorithm.algorithm != expected.0 {
+            return Err(csr_error(
+                "x509.csr_invalid",
+                format!(
+                    "the CSR is signed with {}; a {} key must sign with {}",
+                    csr.signature_algorithm.algorithm,
+                    self.key_type.name(),
+                    expected.1
+                ),
+            ));
+        }
         let parsed = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
             csr_error(
                 "x509.csr_invalid",
@@ -794,5 +809,18 @@ mod tests {
                 "{t:?}"
             );
         }
+    }
+}
+
+/// The one CSR signature algorithm accepted for each key type, and its name.
+fn expected_signature(
+    key_type: crate::config::X509KeyType,
+) -> (x509_parser::oid_registry::Oid<'static>, &'static str) {
+    use crate::config::X509KeyType;
+    use x509_parser::oid_registry as oids;
+    match key_type {
+        X509KeyType::P256 => (oids::OID_SIG_ECDSA_WITH_SHA256, "ecdsa-with-SHA256"),
+        X509KeyType::P384 => (oids::OID_SIG_ECDSA_WITH_SHA384, "ecdsa-with-SHA384"),
+        X509KeyType::Rsa2048 => (oids::OID_PKCS1_SHA256WITHRSA, "sha256WithRSAEncryption"),
     }
 }
