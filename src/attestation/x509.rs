@@ -586,6 +586,19 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
     Ok(paths)
 }
 
+/// The one CSR signature algorithm accepted for each key type, and its name.
+fn expected_signature(
+    key_type: crate::config::X509KeyType,
+) -> (x509_parser::oid_registry::Oid<'static>, &'static str) {
+    use crate::config::X509KeyType;
+    use x509_parser::oid_registry as oids;
+    match key_type {
+        X509KeyType::P256 => (oids::OID_SIG_ECDSA_WITH_SHA256, "ecdsa-with-SHA256"),
+        X509KeyType::P384 => (oids::OID_SIG_ECDSA_WITH_SHA384, "ecdsa-with-SHA384"),
+        X509KeyType::Rsa2048 => (oids::OID_PKCS1_SHA256WITHRSA, "sha256WithRSAEncryption"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -809,18 +822,5 @@ mod tests {
                 "{t:?}"
             );
         }
-    }
-}
-
-/// The one CSR signature algorithm accepted for each key type, and its name.
-fn expected_signature(
-    key_type: crate::config::X509KeyType,
-) -> (x509_parser::oid_registry::Oid<'static>, &'static str) {
-    use crate::config::X509KeyType;
-    use x509_parser::oid_registry as oids;
-    match key_type {
-        X509KeyType::P256 => (oids::OID_SIG_ECDSA_WITH_SHA256, "ecdsa-with-SHA256"),
-        X509KeyType::P384 => (oids::OID_SIG_ECDSA_WITH_SHA384, "ecdsa-with-SHA384"),
-        X509KeyType::Rsa2048 => (oids::OID_PKCS1_SHA256WITHRSA, "sha256WithRSAEncryption"),
     }
 }
