@@ -5,25 +5,24 @@
 //! 2. payload efficiency of writing a 2 KiB record at a simulated 115200 baud;
 //! 3. export of 1,000,000 enrollments (CSV + DPS bulk JSON), and the database size;
 //! 4. X.509: certificates minted per second (single thread) against one `openssl` process chain
-//!    per device as tutorials do it, and station overhead per device in x509 mode.
-//!
+//!    per device as tutorials do it, and station overhead per device in x509 mode;
 //! 5. upload to a local server playing DPS: enrollments per minute at the default rate limit,
 //!    and the request count for 10,000 enrollments;
-//! 7. GUI (needs `xvfb-run`): frame CPU time while scrolling the history of 1,000,000
-//!    enrollments, launch to first frame, resident memory;
 //! 6. TPM: EK read per device against swtpm (persistent EK, created EK, with EK-certificate
-//!    verification) against `tpm2_createek` + `tpm2_readpublic` on the same swtpm.
+//!    verification) against `tpm2_createek` + `tpm2_readpublic` on the same swtpm;
+//! 7. GUI (needs `xvfb-run`): frame CPU time while scrolling the history of 1,000,000
+//!    enrollments, launch to first frame, resident memory.
 //!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
 //! part: `overhead`, `efficiency`, `export`, `x509`, `upload`, `tpm` or `gui`.
 
 use provisioning_station::config;
-use provisioning_station::device::link::Link;
-use provisioning_station::device::protocol::{RecordId, Timeouts};
-use provisioning_station::device::sim::{self, SimConfig};
 use provisioning_station::device::transport::SerialTransport;
+use provisioning_station::device::v1::Link;
+use provisioning_station::device::v1::protocol::{RecordId, Timeouts};
 use provisioning_station::dps::enrollment::DpsOptions;
 use provisioning_station::dps::export;
+use provisioning_station::sim::{self, SimConfig};
 use provisioning_station::store::Store;
 use provisioning_station::workflow::{DeviceInput, Workflow};
 use std::path::Path;

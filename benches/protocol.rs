@@ -2,8 +2,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use provisioning_station::attestation::symmetric::GroupKey;
-use provisioning_station::device::frame::{Decoder, encode};
-use provisioning_station::device::protocol::records_digest;
+use provisioning_station::device::v1::frame::{Decoder, encode};
+use provisioning_station::device::v1::protocol::records_digest;
 use std::hint::black_box;
 
 fn frames(c: &mut Criterion) {

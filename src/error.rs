@@ -1,9 +1,10 @@
 //! The station's one error type.
 //!
-//! Every failure has a stable code (`device.timeout`, `config.invalid`, ...) that goes into the
-//! database with a failed attempt, a message that says what happened (naming the port, command,
-//! file or key involved), and a one-line remedy a line technician can act on. Codes are part of
-//! the public interface: they are listed in `docs/errors.md` and never renamed.
+//! Every failure has a stable [`ErrorCode`] (`device.timeout`, `config.invalid`, ...) that goes
+//! into the database with a failed attempt, a message that says what happened (naming the port,
+//! command, file or key involved), and a one-line remedy a line technician can act on. Codes
+//! are part of the public interface: they are listed in `docs/errors.md` (a test keeps the two
+//! in step) and never renamed.
 
 use std::path::PathBuf;
 
@@ -23,8 +24,120 @@ pub enum ExitClass {
     Interrupted = 130,
 }
 
+/// One table: each code, its stable spelling, and the remedy shown with it.
+macro_rules! codes {
+    ($($name:ident = $text:literal => $remedy:literal,)*) => {
+        /// Every stable error code. The compiler checks each use; `docs/errors.md` lists them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($name,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of `docs/errors.md`.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
+
+            /// The stable spelling, recorded with failed attempts.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => $text,)*
+                }
+            }
+
+            /// One plain sentence telling the technician (or engineer) what to do next.
+            pub fn remedy(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => $remedy,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    ConfigUnreadable = "config.unreadable" => "Check the path given with --config or STATION_CONFIG, and that the file is readable.",
+    ConfigInvalid = "config.invalid" => "Fix the key at that line and column; docs/config.md lists every key and its allowed values.",
+    ConfigMissingSection = "config.missing_section" => "Add the section named in the message to station.toml (docs/config.md).",
+    ConfigSecret = "config.secret" => "Give the station the key file or environment variable named in station.toml, holding a base64 key.",
+    RegistrationInvalidId = "registration.invalid_id" => "Check the scanned serial and [registration] template: IDs are lowercase letters, digits and - . _ : only.",
+    DevicePortUnavailable = "device.port_unavailable" => "Check the fixture cable and the port in station.toml, and that your account is in the dialout group.",
+    DeviceNoFixture = "device.no_fixture" => "Plug in the fixture, or set serial.port to its path; `station doctor` lists the ports it sees.",
+    DeviceIo = "device.io" => "Re-seat the device in the fixture and check the cable, then retry.",
+    DeviceTimeout = "device.timeout" => "Check the device is powered and running provisioning firmware, re-seat it, then retry.",
+    DeviceDisconnected = "device.disconnected" => "Re-seat the device in the fixture and check the cable, then retry.",
+    DeviceNak = "device.nak" => "The device refused the step; retry once, and if it repeats set the device aside for rework.",
+    DeviceProtocol = "device.protocol" => "The device answered nonsense; check the baud rate and firmware, then retry.",
+    DeviceRequestTooLarge = "device.request_too_large" => "The device's frame buffer is too small for this step: shorten the registration ID, or flash firmware with a larger max_body (1024 recommended).",
+    DeviceBusy = "device.busy" => "The device stayed busy; wait for it to finish booting, re-seat it, then retry.",
+    DeviceCapabilityMissing = "device.capability_missing" => "This device's firmware cannot store this kind of credential: check the attestation mode in station.toml or flash firmware that supports it.",
+    DeviceNoNextDevice = "device.no_next_device" => "Put the next device on the fixture, then start again.",
+    DeviceRekeyNotPermitted = "device.rekey_not_permitted" => "The database keeps this device's credential: restore the group key and ID scope it was provisioned with, or re-run with --allow-rekey if an engineer approves a new credential.",
+    DeviceUnsupportedProtocol = "device.unsupported_protocol" => "Flash provisioning firmware that speaks a protocol version this station supports.",
+    DeviceNoSerial = "device.no_serial" => "Scan the device's serial number barcode, then start again.",
+    DeviceSerialMismatch = "device.serial_mismatch" => "The label and the device disagree: check you scanned the device in the fixture.",
+    DeviceIdentityConflict = "device.identity_conflict" => "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves.",
+    DeviceVerifyMismatch = "device.verify_mismatch" => "The device did not store what was written; retry, and if it repeats set the device aside for rework.",
+    StoreDuplicateRegistration = "store.duplicate_registration" => "Two devices map to one registration ID: check the serial label and the [registration] template.",
+    StoreDatabase = "store.database" => "Check the database path and free disk space; do not delete the database, call an engineer.",
+    StoreSchemaTooNew = "store.schema_too_new" => "This database was written by a newer station; install that version or use another database path.",
+    ExportGroupKeyChanged = "export.group_key_changed" => "Configure the group key these devices were provisioned with before exporting them.",
+    ExportBatchNotFound = "export.batch_not_found" => "Run `station export --list` to see the batches that exist.",
+    IoFile = "io.file" => "Check the path exists, is writable and the disk is not full.",
+    X509CaUnreadable = "x509.ca_unreadable" => "Check the [attestation.x509] paths; `station ca init --dev DIR` makes a development CA.",
+    X509CaKeyMismatch = "x509.ca_key_mismatch" => "Point ca_key at the private key of the ca_cert certificate.",
+    X509CaExpired = "x509.ca_expired" => "Install a CA certificate valid for longer than the device certificates (or lower validity_days).",
+    X509CaNotYetValid = "x509.ca_not_yet_valid" => "Install a CA certificate valid for longer than the device certificates (or lower validity_days).",
+    X509CaValidityShort = "x509.ca_validity_short" => "Install a CA certificate valid for longer than the device certificates (or lower validity_days).",
+    X509CaNotCa = "x509.ca_not_ca" => "ca_cert must be a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign).",
+    X509CaNoKeyCertSign = "x509.ca_no_keycertsign" => "ca_cert must be a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign).",
+    X509ChainInvalid = "x509.chain_invalid" => "List the chain in order, each certificate signed by the next, up to the root.",
+    X509MintFailed = "x509.mint_failed" => "The station could not issue the certificate; call an engineer.",
+    X509CsrInvalid = "x509.csr_invalid" => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
+    X509CsrKeyUnsupported = "x509.csr_key_unsupported" => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
+    X509CsrSubjectMismatch = "x509.csr_subject_mismatch" => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
+    X509CnTooLong = "x509.cn_too_long" => "Shorten the [registration] template so IDs fit in 64 characters.",
+    X509ReissueNotPermitted = "x509.reissue_not_permitted" => "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate.",
+    TpmUnreachable = "tpm.unreachable" => "Check the fixture's TPM connection and the tcti in station.toml.",
+    TpmNoEk = "tpm.no_ek" => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
+    TpmBadEk = "tpm.bad_ek" => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
+    TpmEkCertMissing = "tpm.ek_cert_missing" => "Set the device aside: its TPM's EK certificate does not prove a genuine TPM from a configured manufacturer.",
+    TpmEkCertInvalid = "tpm.ek_cert_invalid" => "Set the device aside: its TPM's EK certificate does not prove a genuine TPM from a configured manufacturer.",
+    TpmRootsUnreadable = "tpm.roots_unreadable" => "Check the ek_roots files in [attestation.tpm].",
+    TpmPersistFailed = "tpm.persist_failed" => "The TPM refused to persist the EK; call an engineer.",
+    TpmDuplicateEk = "tpm.duplicate_ek" => "Two devices report the same EK: set this device aside and report it to the TPM supplier.",
+    UploadNotConfigured = "upload.not_configured" => "Add an [upload] section to station.toml (docs/config.md).",
+    UploadUnauthorized = "upload.unauthorized" => "Check [upload] host, policy_name and the policy key; the station clock must be right.",
+    UploadHttp = "upload.http" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
+    UploadBadResponse = "upload.bad_response" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
+    UploadGaveUp = "upload.gave_up" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
+    StationInterrupted = "station.interrupted" => "Put the device on the fixture again and re-run it: the station resumes from what the device holds.",
+    StationDisplay = "station.display" => "Start the window from a desktop session (DISPLAY or WAYLAND_DISPLAY set), or use the headless commands (`station provision`).",
+    StationInternal = "station.internal" => "The station hit a fault of its own; note the message and call an engineer.",
+    Usage = "usage" => "Run `station help` for the commands and their options.",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Every failure the station can report.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("cannot read configuration {path}: {source}")]
     ConfigUnreadable {
@@ -174,12 +287,12 @@ pub enum Error {
     },
     #[error("station CA {path}: {message}")]
     Ca {
-        code: &'static str,
+        code: ErrorCode,
         path: PathBuf,
         message: String,
     },
     #[error("{message}")]
-    Csr { code: &'static str, message: String },
+    Csr { code: ErrorCode, message: String },
     #[error(
         "registration ID `{registration_id}` is longer than the 64 characters an X.509 subject CN allows"
     )]
@@ -192,7 +305,7 @@ pub enum Error {
         registration_id: String,
     },
     #[error("{message}")]
-    Tpm { code: &'static str, message: String },
+    Tpm { code: ErrorCode, message: String },
     #[error(
         "this TPM's EK is already enrolled as `{enrolled}`; refusing to enroll it again as `{registration_id}`"
     )]
@@ -201,197 +314,68 @@ pub enum Error {
         enrolled: String,
     },
     #[error("DPS upload: {message}")]
-    Upload { code: &'static str, message: String },
+    Upload { code: ErrorCode, message: String },
+    #[error("station.toml has no {section} section, which this command needs")]
+    MissingSection { section: &'static str },
+    #[error("cannot open the station window: {message}")]
+    Display { message: String },
+    #[error("internal fault: {message}")]
+    Internal { message: String },
+    /// The command line asks for something it cannot have.
     #[error("{0}")]
     Usage(String),
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Database {
-            path: String::new(),
-            message: e.to_string(),
-        }
-    }
-}
-
 impl Error {
     /// The stable code recorded with failed attempts and printed with every error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
+        use ErrorCode as C;
         match self {
-            Error::ConfigUnreadable { .. } => "config.unreadable",
-            Error::ConfigInvalid { .. } => "config.invalid",
-            Error::Secret { .. } => "config.secret",
-            Error::RegistrationId { .. } => "registration.invalid_id",
-            Error::PortUnavailable { .. } => "device.port_unavailable",
-            Error::NoFixture { .. } => "device.no_fixture",
-            Error::Io { .. } => "device.io",
-            Error::Timeout { .. } => "device.timeout",
-            Error::Disconnected { .. } => "device.disconnected",
-            Error::Nak { .. } => "device.nak",
-            Error::Protocol { .. } => "device.protocol",
-            Error::RequestTooLarge { .. } => "device.request_too_large",
-            Error::Busy { .. } => "device.busy",
-            Error::CapabilityMissing { .. } => "device.capability_missing",
-            Error::NoNextDevice { .. } => "device.no_next_device",
-            Error::RekeyNotPermitted { .. } => "device.rekey_not_permitted",
-            Error::Interrupted { .. } => "station.interrupted",
-            Error::UnsupportedProtocol { .. } => "device.unsupported_protocol",
-            Error::NoSerial => "device.no_serial",
-            Error::SerialMismatch { .. } => "device.serial_mismatch",
-            Error::IdentityConflict { .. } => "device.identity_conflict",
-            Error::VerifyMismatch { .. } => "device.verify_mismatch",
-            Error::DuplicateRegistration { .. } => "store.duplicate_registration",
-            Error::Database { .. } => "store.database",
-            Error::SchemaTooNew { .. } => "store.schema_too_new",
-            Error::GroupKeyChanged { .. } => "export.group_key_changed",
-            Error::BatchNotFound(_) => "export.batch_not_found",
-            Error::File { .. } => "io.file",
-            Error::Ca { code, .. } | Error::Csr { code, .. } => code,
-            Error::CnTooLong { .. } => "x509.cn_too_long",
-            Error::ReissueNotPermitted { .. } => "x509.reissue_not_permitted",
-            Error::Upload { code, .. } | Error::Tpm { code, .. } => code,
-            Error::DuplicateEk { .. } => "tpm.duplicate_ek",
-            Error::Usage(_) => "usage",
+            Error::ConfigUnreadable { .. } => C::ConfigUnreadable,
+            Error::ConfigInvalid { .. } => C::ConfigInvalid,
+            Error::MissingSection { .. } => C::ConfigMissingSection,
+            Error::Secret { .. } => C::ConfigSecret,
+            Error::RegistrationId { .. } => C::RegistrationInvalidId,
+            Error::PortUnavailable { .. } => C::DevicePortUnavailable,
+            Error::NoFixture { .. } => C::DeviceNoFixture,
+            Error::Io { .. } => C::DeviceIo,
+            Error::Timeout { .. } => C::DeviceTimeout,
+            Error::Disconnected { .. } => C::DeviceDisconnected,
+            Error::Nak { .. } => C::DeviceNak,
+            Error::Protocol { .. } => C::DeviceProtocol,
+            Error::RequestTooLarge { .. } => C::DeviceRequestTooLarge,
+            Error::Busy { .. } => C::DeviceBusy,
+            Error::CapabilityMissing { .. } => C::DeviceCapabilityMissing,
+            Error::NoNextDevice { .. } => C::DeviceNoNextDevice,
+            Error::RekeyNotPermitted { .. } => C::DeviceRekeyNotPermitted,
+            Error::Interrupted { .. } => C::StationInterrupted,
+            Error::UnsupportedProtocol { .. } => C::DeviceUnsupportedProtocol,
+            Error::NoSerial => C::DeviceNoSerial,
+            Error::SerialMismatch { .. } => C::DeviceSerialMismatch,
+            Error::IdentityConflict { .. } => C::DeviceIdentityConflict,
+            Error::VerifyMismatch { .. } => C::DeviceVerifyMismatch,
+            Error::DuplicateRegistration { .. } => C::StoreDuplicateRegistration,
+            Error::Database { .. } => C::StoreDatabase,
+            Error::SchemaTooNew { .. } => C::StoreSchemaTooNew,
+            Error::GroupKeyChanged { .. } => C::ExportGroupKeyChanged,
+            Error::BatchNotFound(_) => C::ExportBatchNotFound,
+            Error::File { .. } => C::IoFile,
+            Error::Ca { code, .. }
+            | Error::Csr { code, .. }
+            | Error::Tpm { code, .. }
+            | Error::Upload { code, .. } => *code,
+            Error::CnTooLong { .. } => C::X509CnTooLong,
+            Error::ReissueNotPermitted { .. } => C::X509ReissueNotPermitted,
+            Error::DuplicateEk { .. } => C::TpmDuplicateEk,
+            Error::Display { .. } => C::StationDisplay,
+            Error::Internal { .. } => C::StationInternal,
+            Error::Usage(_) => C::Usage,
         }
     }
 
     /// One plain sentence telling the technician (or engineer) what to do next.
     pub fn remedy(&self) -> &'static str {
-        match self {
-            Error::ConfigUnreadable { .. } => {
-                "Check the path given with --config or STATION_CONFIG, and that the file is readable."
-            }
-            Error::ConfigInvalid { .. } => {
-                "Fix the key at that line and column; docs/config.md lists every key and its allowed values."
-            }
-            Error::Secret { .. } => {
-                "Give the station the key file or environment variable named in station.toml, holding a base64 key."
-            }
-            Error::RegistrationId { .. } => {
-                "Check the scanned serial and [registration] template: IDs are lowercase letters, digits and - . _ : only."
-            }
-            Error::PortUnavailable { .. } => {
-                "Check the fixture cable and the port in station.toml, and that your account is in the dialout group."
-            }
-            Error::NoFixture { .. } => {
-                "Plug in the fixture, or set serial.port to its path; `station doctor` lists the ports it sees."
-            }
-            Error::Io { .. } | Error::Disconnected { .. } => {
-                "Re-seat the device in the fixture and check the cable, then retry."
-            }
-            Error::Timeout { .. } => {
-                "Check the device is powered and running provisioning firmware, re-seat it, then retry."
-            }
-            Error::Nak { .. } => {
-                "The device refused the step; retry once, and if it repeats set the device aside for rework."
-            }
-            Error::Protocol { .. } => {
-                "The device answered nonsense; check the baud rate and firmware, then retry."
-            }
-            Error::RequestTooLarge { .. } => {
-                "The device's frame buffer is too small for this step: shorten the registration ID, or flash firmware with a larger max_body (1024 recommended)."
-            }
-            Error::Busy { .. } => {
-                "The device stayed busy; wait for it to finish booting, re-seat it, then retry."
-            }
-            Error::CapabilityMissing { .. } => {
-                "This device's firmware cannot store this kind of credential: check the attestation mode in station.toml or flash firmware that supports it."
-            }
-            Error::NoNextDevice { .. } => "Put the next device on the fixture, then start again.",
-            Error::RekeyNotPermitted { .. } => {
-                "The database keeps this device's credential: restore the group key and ID scope it was provisioned with, or re-run with --allow-rekey if an engineer approves a new credential."
-            }
-            Error::Interrupted { .. } => {
-                "Put the device on the fixture again and re-run it: the station resumes from what the device holds."
-            }
-            Error::UnsupportedProtocol { .. } => {
-                "Flash provisioning firmware that speaks a protocol version this station supports."
-            }
-            Error::NoSerial => "Scan the device's serial number barcode, then start again.",
-            Error::SerialMismatch { .. } => {
-                "The label and the device disagree: check you scanned the device in the fixture."
-            }
-            Error::IdentityConflict { .. } => {
-                "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves."
-            }
-            Error::VerifyMismatch { .. } => {
-                "The device did not store what was written; retry, and if it repeats set the device aside for rework."
-            }
-            Error::DuplicateRegistration { .. } => {
-                "Two devices map to one registration ID: check the serial label and the [registration] template."
-            }
-            Error::Database { .. } => {
-                "Check the database path and free disk space; do not delete the database, call an engineer."
-            }
-            Error::SchemaTooNew { .. } => {
-                "This database was written by a newer station; install that version or use another database path."
-            }
-            Error::GroupKeyChanged { .. } => {
-                "Configure the group key these devices were provisioned with before exporting them."
-            }
-            Error::BatchNotFound(_) => "Run `station export --list` to see the batches that exist.",
-            Error::File { .. } => "Check the path exists, is writable and the disk is not full.",
-            Error::Ca { code, .. } => match *code {
-                "x509.ca_key_mismatch" => {
-                    "Point ca_key at the private key of the ca_cert certificate."
-                }
-                "x509.ca_expired" | "x509.ca_validity_short" | "x509.ca_not_yet_valid" => {
-                    "Install a CA certificate valid for longer than the device certificates (or lower validity_days)."
-                }
-                "x509.ca_not_ca" | "x509.ca_no_keycertsign" => {
-                    "ca_cert must be a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign)."
-                }
-                "x509.chain_invalid" => {
-                    "List the chain in order, each certificate signed by the next, up to the root."
-                }
-                _ => {
-                    "Check the [attestation.x509] paths; `station ca init --dev DIR` makes a development CA."
-                }
-            },
-            Error::Csr { code, .. } => match *code {
-                "x509.mint_failed" | "x509.ca_validity_short" => {
-                    "The station could not issue the certificate; call an engineer."
-                }
-                _ => {
-                    "The device sent a bad certificate request; retry once, then set the device aside for rework."
-                }
-            },
-            Error::CnTooLong { .. } => {
-                "Shorten the [registration] template so IDs fit in 64 characters."
-            }
-            Error::ReissueNotPermitted { .. } => {
-                "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate."
-            }
-            Error::Tpm { code, .. } => match *code {
-                "tpm.unreachable" => {
-                    "Check the fixture's TPM connection and the tcti in station.toml."
-                }
-                "tpm.ek_cert_missing" | "tpm.ek_cert_invalid" => {
-                    "Set the device aside: its TPM's EK certificate does not prove a genuine TPM from a configured manufacturer."
-                }
-                "tpm.roots_unreadable" => "Check the ek_roots files in [attestation.tpm].",
-                "tpm.persist_failed" => "The TPM refused to persist the EK; call an engineer.",
-                _ => {
-                    "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside."
-                }
-            },
-            Error::DuplicateEk { .. } => {
-                "Two devices report the same EK: set this device aside and report it to the TPM supplier."
-            }
-            Error::Upload { code, .. } => match *code {
-                "upload.unauthorized" => {
-                    "Check [upload] host, policy_name and the policy key; the station clock must be right."
-                }
-                "upload.not_configured" => {
-                    "Add an [upload] section to station.toml (docs/config.md)."
-                }
-                _ => {
-                    "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped."
-                }
-            },
-            Error::Usage(_) => "Run `station help` for the commands and their options.",
-        }
+        self.code().remedy()
     }
 
     /// The exit code class of this error.
@@ -399,6 +383,7 @@ impl Error {
         match self {
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid { .. }
+            | Error::MissingSection { .. }
             | Error::Secret { .. }
             | Error::Ca { .. }
             | Error::Usage(_) => ExitClass::Usage,
@@ -409,20 +394,38 @@ impl Error {
             | Error::File { .. }
             | Error::GroupKeyChanged { .. }
             | Error::BatchNotFound(_)
-            | Error::Upload { .. } => ExitClass::Environment,
+            | Error::Upload { .. }
+            | Error::Display { .. }
+            | Error::Internal { .. } => ExitClass::Environment,
             Error::Interrupted { .. } => ExitClass::Interrupted,
             _ => ExitClass::Device,
         }
     }
 
-    /// Attach the database path to a database error that lacks it.
-    pub(crate) fn in_database(self, path: &str) -> Self {
-        match self {
-            Error::Database { path: p, message } if p.is_empty() => Error::Database {
-                path: path.to_string(),
-                message,
-            },
-            other => other,
+    /// A database error on the database at `path`.
+    pub fn database(path: impl std::fmt::Display, e: rusqlite::Error) -> Self {
+        Error::Database {
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_code_is_listed_in_docs_errors_md_and_spelled_once() {
+        let doc = include_str!("../docs/errors.md");
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{} is spelled twice", c.as_str());
+            assert!(
+                doc.contains(&format!("`{}`", c.as_str())),
+                "docs/errors.md does not list `{}`",
+                c.as_str()
+            );
         }
     }
 }

@@ -1,30 +1,35 @@
 //! A factory provisioning station for Azure IoT Hub Device Provisioning Service (DPS).
 //!
-//! The pipeline, one module per stage, in the order data flows:
+//! Layers, each importing only those below it (`tests/architecture.rs` keeps it so):
 //!
 //! ```text
-//! station.toml ─► config ─► workflow (one device at a time, per fixture)
-//!                               │
-//!    device ◄── serial ◄── device::link/protocol ◄── identify ─► attestation ─► Credential
-//!                               │
-//!                         write ─► commit ─► verify digest
-//!                               │
-//!                         store (SQLite) ─► dps::export (CSV + DPS bulk JSON)
-//!                               │
-//!                         Event stream ─► GUI (egui) | CLI (text / JSON lines)
+//! cli            gui            front ends: parse, render Events, call the station service
+//!  │              │
+//!  ├──────────────┴── sim       the device simulator: a peer the layers below never import
+//! station                       run a fixture (next device, stop rules); jobs; doctor
+//! workflow                      one device: identify → credential → pending → write → verify
+//! dps                           DPS model, export, upload
+//! store                         SQLite: enrollments, attempts, batches
+//! attestation                   credential sources: symmetric, X.509, TPM
+//! device                        the `Device` trait; protocol v1; a device's TPM over TCTI
+//! config                        station.toml
+//! domain, error                 registration ID, Credential, records and digest, Event
 //! ```
 //!
-//! The library holds the whole workflow; front ends only start work and render
-//! [`workflow::Event`]s. See `docs/architecture.md`.
+//! See `docs/architecture.md`.
 
 pub mod attestation;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod domain;
 pub mod dps;
 pub mod error;
+#[cfg(feature = "gui")]
 pub mod gui;
+pub mod sim;
+pub mod station;
 pub mod store;
 pub mod workflow;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorCode, Result};

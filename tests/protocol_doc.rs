@@ -1,8 +1,10 @@
 //! Every worked example in docs/protocol.md is what the station's encoder produces, and decodes
 //! back to what the page says.
 
-use provisioning_station::device::frame::{Decoder, encode};
-use provisioning_station::device::protocol::{Request, decode_device_info, decode_digest, kind};
+use provisioning_station::device::v1::frame::{Decoder, encode};
+use provisioning_station::device::v1::protocol::{
+    Request, decode_device_info, decode_digest, kind,
+};
 
 fn unhex(s: &str) -> Vec<u8> {
     s.split_whitespace()
@@ -70,7 +72,7 @@ fn worked_examples_match_the_encoder() {
 
 #[test]
 fn commit_example_digest_is_the_documented_record_digest() {
-    use provisioning_station::device::protocol::records_digest;
+    use provisioning_station::device::v1::protocol::records_digest;
     let d = records_digest([
         (1u8, &b"0ne00000001"[..]),
         (2, &b"global.azure-devices-provisioning.net"[..]),

@@ -7,7 +7,10 @@
 //! derived key is never stored (it can be re-derived); individual keys are stored because DPS
 //! needs them in the enrollment.
 
+use super::{CredentialSource, Inspection, Requirement};
 use crate::config::{SymmetricKeys, SymmetricSection};
+use crate::device::{Capability, Device};
+use crate::domain::{AttestationKind, Credential, Enrollment, Secret};
 use crate::error::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -169,6 +172,70 @@ fn read_key(env: Option<&str>, file: Option<&Path>, what: &str) -> Result<Option
             let key = read_key_file(path, what)?;
             GroupKey::from_base64(&key, &format!("{what} file {}", path.display())).map(Some)
         }
+    }
+}
+
+impl CredentialSource for SymmetricKeySource {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::SymmetricKey
+    }
+
+    fn requires(&self) -> Requirement {
+        Requirement {
+            capability: Capability::SymmetricKey,
+            mode: "symmetric keys",
+        }
+    }
+
+    fn obtain(
+        &self,
+        registration_id: &str,
+        existing: Option<&Enrollment>,
+        _device: &mut dyn Device,
+        _inspection: Option<&Inspection>,
+    ) -> Result<Credential> {
+        Ok(match self.mode {
+            SymmetricKeys::GroupDerived => {
+                let group = self
+                    .primary
+                    .as_ref()
+                    .expect("loading refuses group-derived mode without a group key");
+                Credential::SymmetricKey {
+                    primary: Secret(group.derive(registration_id)),
+                    secondary: self
+                        .secondary
+                        .as_ref()
+                        .map(|g| Secret(g.derive(registration_id))),
+                    group_key_id: Some(group.id().to_string()),
+                }
+            }
+            // An individual enrollment keeps its keys: a re-run writes the same ones.
+            SymmetricKeys::Individual => match existing.and_then(|e| e.primary_key.clone()) {
+                Some(primary) => Credential::SymmetricKey {
+                    primary,
+                    secondary: existing.and_then(|e| e.secondary_key.clone()),
+                    group_key_id: None,
+                },
+                None => Credential::SymmetricKey {
+                    primary: Secret(random_key()?),
+                    secondary: Some(Secret(random_key()?)),
+                    group_key_id: None,
+                },
+            },
+        })
+    }
+
+    fn still_valid(&self, existing: &Enrollment) -> bool {
+        // A derived key is still right if it came from the configured group key.
+        existing.primary_key.is_some()
+            || self
+                .primary
+                .as_ref()
+                .is_some_and(|g| existing.group_key_id.as_deref() == Some(g.id()))
+    }
+
+    fn reproducible(&self) -> bool {
+        true
     }
 }
 

@@ -6,9 +6,12 @@
 //! issue what the station needs; the station never stores or logs a private key (a
 //! station-generated key lives in [`SecretBytes`], zeroized on drop).
 
-use super::SecretBytes;
+use super::{CredentialSource, Inspection, Requirement};
 use crate::config::{X509KeySource, X509KeyType, X509Section};
-use crate::error::{Error, Result};
+use crate::device::{Capability, Device};
+pub use crate::domain::Minted;
+use crate::domain::{AttestationKind, Credential, Enrollment, SecretBytes};
+use crate::error::{Error, ErrorCode, Result};
 use ::time::{Duration, OffsetDateTime};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -30,24 +33,6 @@ const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 
 impl X509KeyType {
-    /// The byte GEN_CSR carries for this key type.
-    pub fn code(self) -> u8 {
-        match self {
-            X509KeyType::P256 => 1,
-            X509KeyType::P384 => 2,
-            X509KeyType::Rsa2048 => 3,
-        }
-    }
-
-    pub fn from_code(c: u8) -> Option<Self> {
-        Some(match c {
-            1 => X509KeyType::P256,
-            2 => X509KeyType::P384,
-            3 => X509KeyType::Rsa2048,
-            _ => return None,
-        })
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             X509KeyType::P256 => "ECDSA P-256",
@@ -66,21 +51,6 @@ impl X509KeyType {
             }
         }
     }
-}
-
-/// A minted device certificate and what the enrollment records of it.
-#[derive(Debug, Clone)]
-pub struct Minted {
-    /// The device certificate, PEM.
-    pub pem: String,
-    /// Device certificate, issuing CA and the chain above it, PEM, leaf first.
-    pub chain_pem: String,
-    /// Serial number, lowercase hex.
-    pub serial: String,
-    /// SHA-256 of the DER certificate, lowercase hex.
-    pub thumbprint: String,
-    pub not_before: String,
-    pub not_after: String,
 }
 
 /// The station's issuing CA, loaded and checked.
@@ -106,7 +76,7 @@ impl std::fmt::Debug for StationCa {
     }
 }
 
-fn ca_error(code: &'static str, path: &Path, message: impl Into<String>) -> Error {
+fn ca_error(code: ErrorCode, path: &Path, message: impl Into<String>) -> Error {
     Error::Ca {
         code,
         path: path.to_path_buf(),
@@ -117,7 +87,7 @@ fn ca_error(code: &'static str, path: &Path, message: impl Into<String>) -> Erro
 fn read(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         ca_error(
-            "x509.ca_unreadable",
+            ErrorCode::X509CaUnreadable,
             path,
             format!("cannot read {what}: {e}"),
         )
@@ -128,14 +98,15 @@ fn read(path: &Path, what: &str) -> Result<String> {
 fn pem_certs(text: &str, path: &Path) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     for pem in Pem::iter_from_buffer(text.as_bytes()) {
-        let pem = pem.map_err(|e| ca_error("x509.ca_unreadable", path, format!("bad PEM: {e}")))?;
+        let pem =
+            pem.map_err(|e| ca_error(ErrorCode::X509CaUnreadable, path, format!("bad PEM: {e}")))?;
         if pem.label == "CERTIFICATE" {
             out.push(pem.contents);
         }
     }
     if out.is_empty() {
         return Err(ca_error(
-            "x509.ca_unreadable",
+            ErrorCode::X509CaUnreadable,
             path,
             "no CERTIFICATE in the file",
         ));
@@ -178,7 +149,7 @@ impl StationCa {
         let ca_der = ders[0].clone();
         let (_, ca) = X509Certificate::from_der(&ca_der).map_err(|e| {
             ca_error(
-                "x509.ca_unreadable",
+                ErrorCode::X509CaUnreadable,
                 &cert_path,
                 format!("not a certificate: {e}"),
             )
@@ -187,7 +158,7 @@ impl StationCa {
         let key_text = read(&key_path, "the CA private key")?;
         let key = KeyPair::from_pem(&key_text).map_err(|e| {
             ca_error(
-                "x509.ca_unreadable",
+                ErrorCode::X509CaUnreadable,
                 &key_path,
                 format!("not a PKCS#8, SEC1 or PKCS#1 private key in PEM ({e})"),
             )
@@ -208,7 +179,7 @@ impl StationCa {
         }
         if ca.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(ca_error(
-                "x509.ca_key_mismatch",
+                ErrorCode::X509CaKeyMismatch,
                 &key_path,
                 format!(
                     "this key does not belong to the CA certificate {}",
@@ -223,7 +194,7 @@ impl StationCa {
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
             return Err(ca_error(
-                "x509.ca_not_ca",
+                ErrorCode::X509CaNotCa,
                 &cert_path,
                 "the certificate is not a CA (basicConstraints CA:TRUE missing)",
             ));
@@ -235,7 +206,7 @@ impl StationCa {
             .is_some_and(|ku| ku.value.key_cert_sign());
         if !can_sign {
             return Err(ca_error(
-                "x509.ca_no_keycertsign",
+                ErrorCode::X509CaNoKeyCertSign,
                 &cert_path,
                 "the CA certificate's keyUsage does not include keyCertSign",
             ));
@@ -245,14 +216,14 @@ impl StationCa {
         let not_after = asn1_to_offset(ca.validity().not_after);
         if now < not_before {
             return Err(ca_error(
-                "x509.ca_not_yet_valid",
+                ErrorCode::X509CaNotYetValid,
                 &cert_path,
                 format!("the CA is valid only from {}", rfc3339(not_before)),
             ));
         }
         if now > not_after {
             return Err(ca_error(
-                "x509.ca_expired",
+                ErrorCode::X509CaExpired,
                 &cert_path,
                 format!("the CA expired on {}", rfc3339(not_after)),
             ));
@@ -260,7 +231,7 @@ impl StationCa {
         let validity = Duration::days(section.validity_days as i64);
         if now + validity > not_after {
             return Err(ca_error(
-                "x509.ca_validity_short",
+                ErrorCode::X509CaValidityShort,
                 &cert_path,
                 format!(
                     "the CA expires on {}, before device certificates valid for {} days would",
@@ -279,12 +250,12 @@ impl StationCa {
         }
         for pair in chain_ders.windows(2) {
             let (_, child) = X509Certificate::from_der(&pair[0])
-                .map_err(|e| ca_error("x509.chain_invalid", &cert_path, e.to_string()))?;
+                .map_err(|e| ca_error(ErrorCode::X509ChainInvalid, &cert_path, e.to_string()))?;
             let (_, parent) = X509Certificate::from_der(&pair[1])
-                .map_err(|e| ca_error("x509.chain_invalid", &cert_path, e.to_string()))?;
+                .map_err(|e| ca_error(ErrorCode::X509ChainInvalid, &cert_path, e.to_string()))?;
             if child.verify_signature(Some(parent.public_key())).is_err() {
                 return Err(ca_error(
-                    "x509.chain_invalid",
+                    ErrorCode::X509ChainInvalid,
                     &cert_path,
                     format!(
                         "`{}` is not signed by `{}`",
@@ -296,7 +267,7 @@ impl StationCa {
         }
         let chain_pem: String = chain_ders.iter().map(|d| to_pem(d)).collect();
         let issuer = Issuer::from_ca_cert_der(&ca_der.clone().into(), key)
-            .map_err(|e| ca_error("x509.ca_unreadable", &cert_path, e.to_string()))?;
+            .map_err(|e| ca_error(ErrorCode::X509CaUnreadable, &cert_path, e.to_string()))?;
         Ok(StationCa {
             issuer,
             ca_der,
@@ -312,10 +283,10 @@ impl StationCa {
     /// Check `csr_der` (signature, subject CN = `registration_id`, key type = the configured
     /// one) and mint the device certificate for its key.
     pub fn mint_from_csr(&self, csr_der: &[u8], registration_id: &str) -> Result<Minted> {
-        let csr_error = |code: &'static str, message: String| Error::Csr { code, message };
+        let csr_error = |code: ErrorCode, message: String| Error::Csr { code, message };
         let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
             csr_error(
-                "x509.csr_invalid",
+                ErrorCode::X509CsrInvalid,
                 format!("the device's CSR does not parse: {e}"),
             )
         })?;
@@ -327,14 +298,14 @@ impl StationCa {
             .collect();
         if cns != [registration_id] {
             return Err(csr_error(
-                "x509.csr_subject_mismatch",
+                ErrorCode::X509CsrSubjectMismatch,
                 format!("the CSR's subject CN is {cns:?}, expected [\"{registration_id}\"]"),
             ));
         }
         let found = csr_key_type(&info.subject_pki);
         if found != Some(self.key_type) {
             return Err(csr_error(
-                "x509.csr_key_unsupported",
+                ErrorCode::X509CsrKeyUnsupported,
                 format!(
                     "the CSR's key is {}; this station issues {} certificates",
                     found.map_or_else(|| describe_key(&info.subject_pki), |k| k.name().to_string()),
@@ -348,7 +319,7 @@ impl StationCa {
         let expected = expected_signature(self.key_type);
         if csr.signature_algorithm.algorithm != expected.0 {
             return Err(csr_error(
-                "x509.csr_invalid",
+                ErrorCode::X509CsrInvalid,
                 format!(
                     "the CSR is signed with {}; a {} key must sign with {}",
                     csr.signature_algorithm.algorithm,
@@ -359,7 +330,7 @@ impl StationCa {
         }
         let parsed = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
             csr_error(
-                "x509.csr_invalid",
+                ErrorCode::X509CsrInvalid,
                 format!("the CSR's signature does not verify or it asks for unsupported extensions ({e})"),
             )
         })?;
@@ -370,7 +341,7 @@ impl StationCa {
     /// PKCS#8 DER in [`SecretBytes`] (zeroized on drop), to be written to the device only.
     pub fn mint_with_key(&self, registration_id: &str) -> Result<(Minted, SecretBytes)> {
         let key = self.key_type.generate().map_err(|e| Error::Csr {
-            code: "x509.mint_failed",
+            code: ErrorCode::X509MintFailed,
             message: format!("cannot generate a {} key: {e}", self.key_type.name()),
         })?;
         let minted = self.sign(&key, registration_id)?;
@@ -393,7 +364,7 @@ impl StationCa {
         let not_after = now + self.validity;
         if not_after > self.ca_not_after {
             return Err(Error::Csr {
-                code: "x509.ca_validity_short",
+                code: ErrorCode::X509CaValidityShort,
                 message: "the CA expires before this certificate would; renew the CA".into(),
             });
         }
@@ -412,7 +383,7 @@ impl StationCa {
         let cert = params
             .signed_by(public_key, &self.issuer)
             .map_err(|e| Error::Csr {
-                code: "x509.mint_failed",
+                code: ErrorCode::X509MintFailed,
                 message: e.to_string(),
             })?;
         let der = cert.der().to_vec();
@@ -423,9 +394,9 @@ impl StationCa {
             serial: params
                 .serial_number
                 .as_ref()
-                .map(|s| crate::device::protocol::hex(&s.to_bytes()))
+                .map(|s| crate::domain::hex(&s.to_bytes()))
                 .unwrap_or_default(),
-            thumbprint: crate::device::protocol::hex(&Sha256::digest(&der)),
+            thumbprint: crate::domain::hex(&Sha256::digest(&der)),
             not_before: rfc3339(params.not_before),
             not_after: rfc3339(not_after),
         })
@@ -449,7 +420,7 @@ impl StationCa {
 fn random_serial() -> Result<SerialNumber> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| Error::Csr {
-        code: "x509.mint_failed",
+        code: ErrorCode::X509MintFailed,
         message: format!("no randomness for the serial number: {e}"),
     })?;
     // Positive, and exactly 16 bytes long (no leading zero octet).
@@ -528,7 +499,7 @@ pub fn init_dev_ca(dir: &Path) -> Result<DevCa> {
         }
     }
     let mint_err = |e: rcgen::Error| Error::Csr {
-        code: "x509.mint_failed",
+        code: ErrorCode::X509MintFailed,
         message: e.to_string(),
     };
     let now = OffsetDateTime::now_utc();
@@ -596,6 +567,70 @@ fn expected_signature(
         X509KeyType::P256 => (oids::OID_SIG_ECDSA_WITH_SHA256, "ecdsa-with-SHA256"),
         X509KeyType::P384 => (oids::OID_SIG_ECDSA_WITH_SHA384, "ecdsa-with-SHA384"),
         X509KeyType::Rsa2048 => (oids::OID_PKCS1_SHA256WITHRSA, "sha256WithRSAEncryption"),
+    }
+}
+
+impl CredentialSource for StationCa {
+    fn kind(&self) -> AttestationKind {
+        AttestationKind::X509
+    }
+
+    fn requires(&self) -> Requirement {
+        match self.key_source {
+            X509KeySource::Device => Requirement {
+                capability: Capability::Csr,
+                mode: "X.509 with a key generated on the device",
+            },
+            X509KeySource::Station => Requirement {
+                capability: Capability::X509Chain,
+                mode: "X.509 with a station-generated key",
+            },
+        }
+    }
+
+    fn obtain(
+        &self,
+        registration_id: &str,
+        _existing: Option<&Enrollment>,
+        device: &mut dyn Device,
+        _inspection: Option<&Inspection>,
+    ) -> Result<Credential> {
+        if registration_id.len() > MAX_CN {
+            return Err(Error::CnTooLong {
+                registration_id: registration_id.to_string(),
+            });
+        }
+        Ok(match self.key_source {
+            X509KeySource::Device => {
+                let csr = device.generate_csr(self.key_type, registration_id)?;
+                Credential::X509 {
+                    certificate: self.mint_from_csr(&csr, registration_id)?,
+                    private_key: None,
+                }
+            }
+            X509KeySource::Station => {
+                let (certificate, key) = self.mint_with_key(registration_id)?;
+                Credential::X509 {
+                    certificate,
+                    private_key: Some(key),
+                }
+            }
+        })
+    }
+
+    fn still_valid(&self, existing: &Enrollment) -> bool {
+        existing
+            .certificate
+            .as_deref()
+            .is_some_and(|pem| self.issued(pem))
+    }
+
+    fn reproducible(&self) -> bool {
+        false
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 }
 
@@ -668,7 +703,7 @@ mod tests {
         p
     }
 
-    fn code_of(ca: &Ca) -> &'static str {
+    fn code_of(ca: &Ca) -> ErrorCode {
         StationCa::load(&ca.section, |p| p.to_path_buf())
             .unwrap_err()
             .code()
@@ -687,24 +722,33 @@ mod tests {
     fn refuses_each_unusable_ca_with_its_code() {
         assert_eq!(
             code_of(&ca_with(good_params(), true, false)),
-            "x509.ca_key_mismatch"
+            ErrorCode::X509CaKeyMismatch
         );
         let mut p = good_params();
         p.is_ca = IsCa::ExplicitNoCa;
-        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_not_ca");
+        assert_eq!(code_of(&ca_with(p, false, false)), ErrorCode::X509CaNotCa);
         let mut p = good_params();
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_no_keycertsign");
+        assert_eq!(
+            code_of(&ca_with(p, false, false)),
+            ErrorCode::X509CaNoKeyCertSign
+        );
         let mut p = good_params();
         p.not_after = OffsetDateTime::now_utc() - Duration::hours(1);
         p.not_before = OffsetDateTime::now_utc() - Duration::days(10);
-        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_expired");
+        assert_eq!(code_of(&ca_with(p, false, false)), ErrorCode::X509CaExpired);
         let mut p = good_params();
         p.not_before = OffsetDateTime::now_utc() + Duration::days(1);
-        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_not_yet_valid");
+        assert_eq!(
+            code_of(&ca_with(p, false, false)),
+            ErrorCode::X509CaNotYetValid
+        );
         let mut p = good_params();
         p.not_after = OffsetDateTime::now_utc() + Duration::days(100);
-        assert_eq!(code_of(&ca_with(p, false, false)), "x509.ca_validity_short");
+        assert_eq!(
+            code_of(&ca_with(p, false, false)),
+            ErrorCode::X509CaValidityShort
+        );
     }
 
     #[test]
@@ -772,10 +816,7 @@ mod tests {
             (c.validity().not_after.timestamp() - c.validity().not_before.timestamp()) / 86400;
         assert_eq!(days, 365, "validity_days plus the backdating margin");
         assert!(loaded.issued(&m.pem));
-        assert_eq!(
-            m.thumbprint,
-            crate::device::protocol::hex(&Sha256::digest(der))
-        );
+        assert_eq!(m.thumbprint, crate::domain::hex(&Sha256::digest(der)));
         assert!(m.chain_pem.starts_with(&m.pem));
     }
 
@@ -787,20 +828,26 @@ mod tests {
         let code = |csr: &[u8]| loaded.mint_from_csr(csr, "sn-0001").unwrap_err().code();
         let mut tampered = csr(&key, "sn-0001");
         *tampered.last_mut().unwrap() ^= 1;
-        assert_eq!(code(&tampered), "x509.csr_invalid");
-        assert_eq!(code(&csr(&key, "sn-0002")), "x509.csr_subject_mismatch");
+        assert_eq!(code(&tampered), ErrorCode::X509CsrInvalid);
+        assert_eq!(
+            code(&csr(&key, "sn-0002")),
+            ErrorCode::X509CsrSubjectMismatch
+        );
         let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        assert_eq!(code(&csr(&ed, "sn-0001")), "x509.csr_key_unsupported");
+        assert_eq!(code(&csr(&ed, "sn-0001")), ErrorCode::X509CsrKeyUnsupported);
         let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        assert_eq!(code(&csr(&p384, "sn-0001")), "x509.csr_key_unsupported");
-        assert_eq!(code(b"garbage"), "x509.csr_invalid");
+        assert_eq!(
+            code(&csr(&p384, "sn-0001")),
+            ErrorCode::X509CsrKeyUnsupported
+        );
+        assert_eq!(code(b"garbage"), ErrorCode::X509CsrInvalid);
         let long = "a".repeat(65);
         assert_eq!(
             loaded
                 .mint_from_csr(&csr(&key, &long), &long)
                 .unwrap_err()
                 .code(),
-            "x509.cn_too_long"
+            ErrorCode::X509CnTooLong
         );
     }
 

@@ -1,7 +1,7 @@
 //! Printers: human text or JSON lines, for events, results and errors.
 
+use crate::domain::Event;
 use crate::error::Error;
-use crate::workflow::Event;
 use serde::Serialize;
 use std::io::Write;
 
@@ -106,5 +106,72 @@ fn event_text(e: &Event) -> String {
             "FAIL  {}  [{code}] {message}\n      fix: {remedy}",
             registration_id.as_deref().unwrap_or("-")
         ),
+        upload => upload_text(upload),
+    }
+}
+
+fn upload_text(e: &Event) -> String {
+    match e {
+        Event::UploadStarted { endpoint } => format!("uploading to {endpoint}"),
+        Event::Request {
+            method,
+            url,
+            authorization,
+            body,
+        } => format!(
+            "{method} {url}\nAuthorization: {authorization}\n{}",
+            serde_json::to_string_pretty(body).unwrap_or_default()
+        ),
+        Event::Bulk {
+            request,
+            mode,
+            enrollments,
+            uploaded,
+            conflicts,
+            failed,
+        } => format!(
+            "[{request:>5}] {mode}: {enrollments} enrollments, {uploaded} accepted, {conflicts} conflicts, {failed} failed"
+        ),
+        Event::Retry {
+            reason,
+            wait_ms,
+            attempt,
+            ..
+        } => {
+            format!("retry {attempt} in {wait_ms} ms ({reason})")
+        }
+        Event::Conflict {
+            registration_id,
+            error_code,
+            error_status,
+        } => format!(
+            "CONFLICT {registration_id}: DPS holds a different attestation ({} {}); --update replaces it",
+            error_code.map(|c| c.to_string()).unwrap_or_default(),
+            error_status.as_deref().unwrap_or("")
+        ),
+        Event::ItemFailed {
+            registration_id,
+            error_code,
+            error_status,
+        } => format!(
+            "FAILED {registration_id}: {} {}",
+            error_code.map(|c| c.to_string()).unwrap_or_default(),
+            error_status.as_deref().unwrap_or("")
+        ),
+        Event::Mismatch {
+            registration_id,
+            problem,
+        } => {
+            format!("MISMATCH {registration_id}: {problem}")
+        }
+        Event::UploadFinished(s) => format!(
+            "{} uploaded, {} conflicts, {} failed, in {} requests",
+            s.uploaded, s.conflicts, s.failed, s.requests
+        ),
+        Event::VerifyFinished(s) => format!(
+            "{} checked: {} match, {} mismatch, in {} requests",
+            s.checked, s.matched, s.mismatched, s.requests
+        ),
+        other => format!("{other:?}"),
     }
 }

@@ -1,7 +1,7 @@
 //! Loading `station.toml`: parse, locate every error at `file:line:column`, validate.
 
 use super::model::*;
-use crate::attestation::registration_id::Template;
+use crate::domain::registration_id::Template;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 

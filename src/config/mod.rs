@@ -3,7 +3,7 @@
 //! This module owns the model (serde structs that refuse unknown keys), loading with errors that
 //! name `file:line:column`, the key and what is expected, and the semantic checks that serde
 //! cannot express. It resolves relative paths against the file's directory. It never reads
-//! secrets itself beyond checking they can be found: see [`crate::attestation::symmetric`].
+//! secrets itself beyond checking they can be found (the symmetric credential source reads them).
 
 pub(crate) mod load;
 mod model;

@@ -5,8 +5,8 @@
 //! batch, so they are serialised once ([`DpsOptions::fragment`]) and spliced into each
 //! enrollment: the export of a million enrollments does not re-serialise them a million times.
 
-use crate::attestation::AttestationKind;
 use crate::config::DpsSection;
+use crate::domain::AttestationKind;
 use serde::{Deserialize, Serialize};
 
 /// The enrollment options from `[dps]`, in the service's spelling. Stored with each batch so

@@ -8,8 +8,8 @@
 
 use super::MAX_BULK;
 use super::enrollment::{Attestation, DpsOptions, write_enrollment};
-use crate::attestation::AttestationKind;
 use crate::attestation::symmetric::SymmetricKeySource;
+use crate::domain::AttestationKind;
 use crate::error::{Error, Result};
 use crate::store::{AttestationRow, Batch, BatchFile, Store, now};
 use serde::Serialize;
@@ -160,7 +160,7 @@ impl Hashing<File> {
         Ok(BatchFile {
             name,
             bytes: self.bytes,
-            sha256: crate::device::protocol::hex(&self.hash.finalize()),
+            sha256: crate::domain::hex(&self.hash.finalize()),
         })
     }
 }
@@ -383,8 +383,8 @@ pub(crate) fn attestation<'a>(
     derived: &'a mut String,
     derived2: &'a mut String,
 ) -> Result<Attestation<'a>> {
-    if e.attestation_type == AttestationKind::Tpm.as_str() {
-        return e
+    match e.attestation_type {
+        AttestationKind::Tpm => e
             .certificate
             .map(|endorsement_key| Attestation::Tpm {
                 endorsement_key,
@@ -396,17 +396,25 @@ pub(crate) fn attestation<'a>(
                     "tpm enrollment `{}` has no endorsement key",
                     e.registration_id
                 ),
-            });
-    }
-    if e.attestation_type == AttestationKind::X509.as_str() {
-        return e
+            }),
+        AttestationKind::X509 => e
             .certificate
             .map(|certificate| Attestation::X509 { certificate })
             .ok_or_else(|| Error::Database {
                 path: String::new(),
                 message: format!("x509 enrollment `{}` has no certificate", e.registration_id),
-            });
+            }),
+        AttestationKind::SymmetricKey => symmetric(e, keys, derived, derived2),
     }
+}
+
+/// A symmetric enrollment's keys: stored (individual) or re-derived from the group key.
+fn symmetric<'a>(
+    e: &AttestationRow<'a>,
+    keys: Option<&SymmetricKeySource>,
+    derived: &'a mut String,
+    derived2: &'a mut String,
+) -> Result<Attestation<'a>> {
     if let Some(p) = e.primary_key {
         return Ok(Attestation::SymmetricKey {
             primary: p,

@@ -135,5 +135,5 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(crate::device::protocol::hex(&h.finalize()))
+    Ok(crate::domain::hex(&h.finalize()))
 }

@@ -15,9 +15,10 @@ use super::sas::{SasSigner, redact};
 use super::{API_VERSION, MAX_BULK};
 use crate::attestation::symmetric::SymmetricKeySource;
 use crate::config::{Config, UploadSection};
-use crate::error::{Error, Result};
+use crate::domain::Event;
+pub use crate::domain::event::{UploadSummary, VerifySummary};
+use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AttestationRow, Store, UploadCandidate, UploadResult, UploadStatus};
-use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,71 +38,7 @@ pub struct UploadOptions {
     pub update: bool,
 }
 
-/// Progress of an upload or a verification.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum UploadEvent {
-    UploadStarted {
-        endpoint: String,
-    },
-    /// `--dry-run`: a request that would be sent (signature and keys redacted).
-    Request {
-        method: &'static str,
-        url: String,
-        authorization: String,
-        body: Value,
-    },
-    Bulk {
-        request: u32,
-        mode: &'static str,
-        enrollments: usize,
-        uploaded: usize,
-        conflicts: usize,
-        failed: usize,
-    },
-    Retry {
-        status: Option<u16>,
-        reason: String,
-        wait_ms: u64,
-        attempt: u32,
-    },
-    Conflict {
-        registration_id: String,
-        error_code: Option<i64>,
-        error_status: Option<String>,
-    },
-    ItemFailed {
-        registration_id: String,
-        error_code: Option<i64>,
-        error_status: Option<String>,
-    },
-    Mismatch {
-        registration_id: String,
-        problem: String,
-    },
-    UploadFinished(UploadSummary),
-    VerifyFinished(VerifySummary),
-}
-
-/// What an upload did.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct UploadSummary {
-    pub requests: u32,
-    pub uploaded: usize,
-    pub conflicts: usize,
-    pub failed: usize,
-}
-
-/// What a verification found.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct VerifySummary {
-    pub requests: u32,
-    pub checked: usize,
-    pub matched: usize,
-    pub mismatched: usize,
-}
-
-fn upload_error(code: &'static str, message: impl Into<String>) -> Error {
+fn upload_error(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::Upload {
         code,
         message: message.into(),
@@ -194,7 +131,7 @@ impl Dps {
         method: &'static str,
         path: &str,
         body: Option<&[u8]>,
-        emit: &mut dyn FnMut(UploadEvent),
+        emit: &mut dyn FnMut(Event),
     ) -> Result<Reply> {
         let url = self.url(path);
         let start = Instant::now();
@@ -237,14 +174,14 @@ impl Dps {
             let wait = retry_after.map_or(jittered, |r| r.max(jittered));
             if start.elapsed() + wait > self.give_up {
                 return Err(upload_error(
-                    "upload.gave_up",
+                    ErrorCode::UploadGaveUp,
                     format!(
                         "{method} {path} still failing after {attempt} attempts over {:?}: {reason}",
                         start.elapsed()
                     ),
                 ));
             }
-            emit(UploadEvent::Retry {
+            emit(Event::Retry {
                 status,
                 reason,
                 wait_ms: wait.as_millis() as u64,
@@ -255,11 +192,7 @@ impl Dps {
     }
 
     /// GET one enrollment: `Some(json)` if DPS holds it.
-    fn get(
-        &mut self,
-        registration_id: &str,
-        emit: &mut dyn FnMut(UploadEvent),
-    ) -> Result<Option<Value>> {
+    fn get(&mut self, registration_id: &str, emit: &mut dyn FnMut(Event)) -> Result<Option<Value>> {
         let r = self.send(
             "GET",
             &format!("/enrollments/{registration_id}"),
@@ -268,15 +201,18 @@ impl Dps {
         )?;
         match r.status {
             200 => serde_json::from_str(&r.body).map(Some).map_err(|e| {
-                upload_error("upload.bad_response", format!("GET {registration_id}: {e}"))
+                upload_error(
+                    ErrorCode::UploadBadResponse,
+                    format!("GET {registration_id}: {e}"),
+                )
             }),
             404 => Ok(None),
             401 | 403 => Err(upload_error(
-                "upload.unauthorized",
+                ErrorCode::UploadUnauthorized,
                 format!("HTTP {}: {}", r.status, r.body),
             )),
             s => Err(upload_error(
-                "upload.http",
+                ErrorCode::UploadHttp,
                 format!("GET {registration_id}: HTTP {s}: {}", r.body),
             )),
         }
@@ -346,7 +282,7 @@ fn prepare(
     }
     let row = AttestationRow {
         registration_id: &c.registration_id,
-        attestation_type: &c.attestation_type,
+        attestation_type: c.attestation_type,
         primary_key: c.primary_key.as_deref(),
         secondary_key: c.secondary_key.as_deref(),
         group_key_id: c.group_key_id.as_deref(),
@@ -454,9 +390,9 @@ pub fn upload(
     dps: &mut Dps,
     keys: Option<&SymmetricKeySource>,
     opts: &UploadOptions,
-    emit: &mut dyn FnMut(UploadEvent),
+    emit: &mut dyn FnMut(Event),
 ) -> Result<UploadSummary> {
-    emit(UploadEvent::UploadStarted {
+    emit(Event::UploadStarted {
         endpoint: dps.base().to_string(),
     });
     let mut summary = UploadSummary::default();
@@ -476,7 +412,7 @@ pub fn upload(
         }
     }
     summary.requests = dps.requests;
-    emit(UploadEvent::UploadFinished(summary));
+    emit(Event::UploadFinished(summary));
     Ok(summary)
 }
 
@@ -487,13 +423,13 @@ fn bulk(
     mode: &'static str,
     opts: &UploadOptions,
     summary: &mut UploadSummary,
-    emit: &mut dyn FnMut(UploadEvent),
+    emit: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let body = bulk_body(items, mode);
     if opts.dry_run {
         let mut v: Value = serde_json::from_slice(&body).expect("we wrote valid JSON");
         redact_keys(&mut v);
-        emit(UploadEvent::Request {
+        emit(Event::Request {
             method: "POST",
             url: dps.url("/enrollments"),
             authorization: redact(dps.signer.token()),
@@ -508,13 +444,13 @@ fn bulk(
         200 => {
             let v: Value = serde_json::from_str(&reply.body).map_err(|e| {
                 upload_error(
-                    "upload.bad_response",
+                    ErrorCode::UploadBadResponse,
                     format!("bulk result is not JSON: {e}"),
                 )
             })?;
             if v.get("isSuccessful").and_then(Value::as_bool).is_none() {
                 return Err(upload_error(
-                    "upload.bad_response",
+                    ErrorCode::UploadBadResponse,
                     "bulk result lacks isSuccessful",
                 ));
             }
@@ -533,7 +469,7 @@ fn bulk(
         }
         401 | 403 => {
             return Err(upload_error(
-                "upload.unauthorized",
+                ErrorCode::UploadUnauthorized,
                 format!(
                     "DPS refused the signature (HTTP {}): {}",
                     reply.status, reply.body
@@ -557,7 +493,7 @@ fn bulk(
         }
         s => {
             return Err(upload_error(
-                "upload.http",
+                ErrorCode::UploadHttp,
                 format!("POST /enrollments: HTTP {s}: {}", reply.body),
             ));
         }
@@ -593,7 +529,7 @@ fn bulk(
             }
             UploadStatus::Conflict => {
                 conflicts += 1;
-                emit(UploadEvent::Conflict {
+                emit(Event::Conflict {
                     registration_id: p.registration_id.clone(),
                     error_code: code,
                     error_status: status.clone(),
@@ -601,7 +537,7 @@ fn bulk(
             }
             UploadStatus::Failed => {
                 failed += 1;
-                emit(UploadEvent::ItemFailed {
+                emit(Event::ItemFailed {
                     registration_id: p.registration_id.clone(),
                     error_code: code,
                     error_status: status.clone(),
@@ -625,7 +561,7 @@ fn bulk(
     summary.uploaded += ok;
     summary.conflicts += conflicts;
     summary.failed += failed;
-    emit(UploadEvent::Bulk {
+    emit(Event::Bulk {
         request: dps.requests,
         mode,
         enrollments: items.len(),
@@ -644,7 +580,7 @@ pub fn verify(
     store: &mut Store,
     dps: &mut Dps,
     keys: Option<&SymmetricKeySource>,
-    emit: &mut dyn FnMut(UploadEvent),
+    emit: &mut dyn FnMut(Event),
 ) -> Result<VerifySummary> {
     let mut summary = VerifySummary::default();
     let mut fragments = HashMap::new();
@@ -667,7 +603,7 @@ pub fn verify(
                 None => summary.matched += 1,
                 Some(problem) => {
                     summary.mismatched += 1;
-                    emit(UploadEvent::Mismatch {
+                    emit(Event::Mismatch {
                         registration_id: c.registration_id.clone(),
                         problem: problem.clone(),
                     });
@@ -677,7 +613,7 @@ pub fn verify(
         }
     }
     summary.requests = dps.requests;
-    emit(UploadEvent::VerifyFinished(summary));
+    emit(Event::VerifyFinished(summary));
     Ok(summary)
 }
 

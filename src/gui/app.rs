@@ -1,16 +1,18 @@
 //! The window's state and the commands that change it. Drawing lives in `panels`.
 
 use super::reader::{self, Answer, Query, Reader};
-use super::worker::{self, Command, Problem, Report, Worker};
-use crate::cli::doctor::{self, Check};
+use super::worker::{self, Command, Report, Worker};
 use crate::config::Config;
+use crate::device::Opener;
+use crate::domain::{Event, Step};
 use crate::dps::export::ExportSummary;
+use crate::station::doctor::Check;
+use crate::station::{Job, JobOutcome, Jobs, Problem};
 use crate::store::{AttemptRow, Counts, Enrollment, ShiftStats};
-use crate::workflow::{Event, Permissions, Step};
+use crate::workflow::Permissions;
 use eframe::egui;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 /// How often the shift counters are refreshed while idle.
@@ -83,7 +85,7 @@ pub struct History {
     pub scroll_to: Option<f32>,
 }
 
-/// Operator preferences kept between sessions.
+/// Operator preferences for this session (mute); they start from `[gui] sounds`.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Prefs {
     pub muted: bool,
@@ -105,6 +107,8 @@ pub enum UiCommand {
     ToggleSettings,
     RunDoctor,
     UsePort(String),
+    /// List the serial ports (Settings opened, or Refresh).
+    ListPorts,
 }
 
 pub struct StationApp {
@@ -130,10 +134,13 @@ pub struct StationApp {
     pub show_settings: bool,
     pub doctor: Option<Vec<Check>>,
     pub effective_config: String,
+    /// Serial ports seen when last listed: (path, description).
+    pub ports: Vec<(String, String)>,
     last_start: Option<Command>,
     worker: Option<Worker>,
+    opener: Opener,
+    jobs: Jobs,
     reader: Reader,
-    doctor_rx: Option<Receiver<Vec<Check>>>,
     summary_due: Instant,
     summary_in_flight: bool,
     ctx: egui::Context,
@@ -162,9 +169,22 @@ pub fn window_icon() -> Option<egui::IconData> {
 }
 
 impl StationApp {
+    /// The window on `config`, with fixtures opened as the command line opens them
+    /// (serial ports and the built-in simulator).
     pub fn new(ctx: &egui::Context, config: Config) -> Self {
+        Self::with_opener(ctx, config, crate::sim::opener())
+    }
+
+    /// The window on `config`, opening fixtures with `opener`.
+    pub fn with_opener(ctx: &egui::Context, config: Config, opener: Opener) -> Self {
         ctx.set_zoom_factor(config.gui.scale);
-        let worker = Some(worker::spawn(config.clone(), None, repaint_fn(ctx)));
+        let worker = Some(worker::spawn(
+            config.clone(),
+            None,
+            opener.clone(),
+            repaint_fn(ctx),
+        ));
+        let jobs = Jobs::spawn(config.clone(), repaint_fn(ctx));
         let reader = reader::spawn(config.database_path(), repaint_fn(ctx));
         let effective_config = toml::to_string_pretty(&config).unwrap_or_default();
         let prefs = Prefs {
@@ -193,10 +213,12 @@ impl StationApp {
             show_settings: false,
             doctor: None,
             effective_config,
+            ports: Vec::new(),
             last_start: None,
             worker,
+            opener,
+            jobs,
             reader,
-            doctor_rx: None,
             summary_due: Instant::now(),
             summary_in_flight: false,
             ctx: ctx.clone(),
@@ -232,15 +254,22 @@ impl StationApp {
                     self.summary_due = Instant::now();
                     let _ = self.reader.tx.send(Query::Pending);
                 }
-                Report::Uploaded(r) => {
+            }
+        }
+        let outcomes: Vec<JobOutcome> = self.jobs.rx.try_iter().collect();
+        for o in outcomes {
+            match o {
+                JobOutcome::Uploaded(r) => {
                     self.upload_note = Some(r);
                     self.uploading = false;
                 }
-                Report::Exported(r) => {
+                JobOutcome::Exported(r) => {
                     self.export_note = Some(r);
                     self.summary_due = Instant::now();
                     self.refresh_history();
                 }
+                JobOutcome::Checked(checks) => self.doctor = Some(checks),
+                JobOutcome::Event(_) => {}
             }
         }
         while let Ok(a) = self.reader.rx.try_recv() {
@@ -276,12 +305,6 @@ impl StationApp {
                     self.summary_in_flight = false;
                 }
             }
-        }
-        if let Some(rx) = &self.doctor_rx
-            && let Ok(checks) = rx.try_recv()
-        {
-            self.doctor = Some(checks);
-            self.doctor_rx = None;
         }
         if !self.summary_in_flight && Instant::now() >= self.summary_due {
             let day_since = format!("{}T00:00:00Z", &crate::store::now()[..10]);
@@ -363,7 +386,7 @@ impl StationApp {
                     self.device.registration_id = r.clone();
                 }
                 self.device.banner = Some(Banner::Fail(Problem {
-                    code,
+                    code: *code,
                     message: message.clone(),
                     remedy,
                 }));
@@ -483,13 +506,13 @@ impl StationApp {
             }
             UiCommand::Export => {
                 self.export_note = None;
-                self.send(Command::Export);
+                self.jobs.send(Job::Export);
             }
             UiCommand::Upload => {
                 if !self.uploading {
                     self.upload_note = None;
                     self.uploading = true;
-                    self.send(Command::Upload);
+                    self.jobs.send(Job::Upload);
                 }
             }
             UiCommand::SearchChanged => self.refresh_history(),
@@ -499,17 +522,16 @@ impl StationApp {
                 });
             }
             UiCommand::CloseDetails => self.history.details = None,
-            UiCommand::ToggleSettings => self.show_settings = !self.show_settings,
-            UiCommand::RunDoctor => {
-                let (tx, rx) = channel();
-                let config = self.config.clone();
-                let repaint = repaint_fn(&self.ctx);
-                std::thread::spawn(move || {
-                    let _ = tx.send(doctor::checks(&config));
-                    repaint();
-                });
-                self.doctor_rx = Some(rx);
+            UiCommand::ToggleSettings => {
+                self.show_settings = !self.show_settings;
+                if self.show_settings {
+                    self.apply(UiCommand::ListPorts);
+                }
             }
+            UiCommand::RunDoctor => {
+                self.jobs.send(Job::Doctor);
+            }
+            UiCommand::ListPorts => self.ports = list_ports(),
             UiCommand::UsePort(port) => {
                 let port = port.trim().to_string();
                 if port.is_empty() || self.device.busy {
@@ -521,11 +543,33 @@ impl StationApp {
                 self.worker = Some(worker::spawn(
                     self.config.clone(),
                     Some(port),
+                    self.opener.clone(),
                     repaint_fn(&self.ctx),
                 ));
             }
         }
     }
+}
+
+/// The serial ports this machine has, described (USB VID:PID and product).
+fn list_ports() -> Vec<(String, String)> {
+    serialport::available_ports()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let desc = match &p.port_type {
+                serialport::SerialPortType::UsbPort(u) => format!(
+                    "{} — USB {:04x}:{:04x} {}",
+                    p.port_name,
+                    u.vid,
+                    u.pid,
+                    u.product.clone().unwrap_or_default()
+                ),
+                _ => p.port_name.clone(),
+            };
+            (p.port_name, desc)
+        })
+        .collect()
 }
 
 impl eframe::App for StationApp {

@@ -1,10 +1,10 @@
 //! The technician's window (eframe/egui, glow renderer).
 //!
-//! Owns no workflow logic: a [`worker`] thread per fixture owns the serial port and runs the
-//! library workflow, a [`reader`] thread answers database queries; both report over channels
-//! and request a repaint. The UI thread only draws state and turns clicks and keys into
-//! commands ([`app::UiCommand`]), so it never blocks on I/O or the database. Persisted
-//! preferences (mute) are separate from runtime state (threads, channels).
+//! Owns no workflow logic: a [`worker`] thread per fixture owns the fixture and runs the
+//! library workflow by the station service's rules, the station's jobs thread exports,
+//! uploads and runs the checks, a [`reader`] thread answers database queries; each reports
+//! over a channel and requests a repaint. The UI thread only draws state and turns clicks and
+//! keys into commands ([`app::UiCommand`]), so it never blocks on I/O or the database.
 
 pub mod app;
 mod panels;
@@ -12,6 +12,7 @@ pub mod reader;
 pub mod worker;
 
 use crate::config;
+use crate::device::Opener;
 use crate::error::Result;
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,8 +22,9 @@ use std::time::Instant;
 /// When the process started (for the launch-to-first-frame figure).
 pub static LAUNCHED: OnceLock<Instant> = OnceLock::new();
 
-/// Open the station window on the configuration at `config_path` (or the default).
-pub fn run(config_path: Option<&Path>) -> Result<ExitCode> {
+/// Open the station window on the configuration at `config_path` (or the default), opening
+/// fixtures with `opener`.
+pub fn run(config_path: Option<&Path>, opener: Opener) -> Result<ExitCode> {
     LAUNCHED.get_or_init(Instant::now);
     let config = config::load(config_path)?;
     let title = format!("Provisioning station — {}", config.station.id);
@@ -42,11 +44,16 @@ pub fn run(config_path: Option<&Path>) -> Result<ExitCode> {
     eframe::run_native(
         &title,
         options,
-        Box::new(move |cc| Ok(Box::new(app::StationApp::new(&cc.egui_ctx, config)))),
+        Box::new(move |cc| {
+            Ok(Box::new(app::StationApp::with_opener(
+                &cc.egui_ctx,
+                config,
+                opener,
+            )))
+        }),
     )
-    .map_err(|e| crate::Error::PortUnavailable {
-        port: "display".into(),
-        message: format!("cannot open the station window: {e} (is a desktop session running?)"),
+    .map_err(|e| crate::Error::Display {
+        message: format!("{e} (is a desktop session running?)"),
     })?;
     Ok(ExitCode::SUCCESS)
 }

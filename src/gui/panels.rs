@@ -2,8 +2,8 @@
 //! and return [`UiCommand`]s; they never change state or touch threads themselves.
 
 use super::app::{Banner, PortStatus, StationApp, StepState, UiCommand};
+use crate::domain::Step;
 use crate::store::Status;
-use crate::workflow::Step;
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 
@@ -522,24 +522,13 @@ fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>)
                     out.push(UiCommand::UsePort(app.port_input.clone()));
                 }
             });
-            if let Ok(ports) = serialport::available_ports() {
-                for p in ports {
-                    let desc = match &p.port_type {
-                        serialport::SerialPortType::UsbPort(u) => format!(
-                            "{} — USB {:04x}:{:04x} {}",
-                            p.port_name,
-                            u.vid,
-                            u.pid,
-                            u.product.clone().unwrap_or_default()
-                        ),
-                        _ => p.port_name.clone(),
-                    };
-                    if ui
-                        .selectable_label(app.port_input == p.port_name, desc)
-                        .clicked()
-                    {
-                        app.port_input = p.port_name.clone();
-                    }
+            // Listed when Settings opens (and on Refresh), never per frame.
+            if ui.button("Refresh ports").clicked() {
+                out.push(UiCommand::ListPorts);
+            }
+            for (name, desc) in &app.ports {
+                if ui.selectable_label(&app.port_input == name, desc).clicked() {
+                    app.port_input = name.clone();
                 }
             }
             ui.separator();
@@ -605,7 +594,7 @@ fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<UiCommand>) 
                         e.cert_not_after.as_deref().unwrap_or("")
                     ));
                 }
-                if e.attestation_type == "tpm" {
+                if e.attestation_type == crate::domain::AttestationKind::Tpm {
                     ui.label(format!(
                         "TPM endorsement key enrolled · EK certificate: {}",
                         e.ek_cert_status.as_deref().unwrap_or("not recorded")

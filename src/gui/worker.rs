@@ -1,13 +1,14 @@
-//! The fixture worker: one thread that owns the serial port and the workflow, runs what the UI
-//! asks for, and reports [`Event`]s back. The UI thread never touches the port or blocks on it.
+//! The fixture worker: one thread that owns the fixture and the workflow, runs the devices the
+//! UI asks for (or, with `auto_start`, each new device that answers), and reports [`Event`]s
+//! back. The UI thread never touches the port or blocks on it. Which device is next is the
+//! station service's rule ([`NextDevice`]), the same as the command line's.
 
-use crate::attestation::symmetric::SymmetricKeySource;
 use crate::config::Config;
-use crate::device;
-use crate::dps::{enrollment::DpsOptions, export};
-use crate::error::Error;
+use crate::device::Opener;
+use crate::domain::Event;
+use crate::station::{NextDevice, Problem, jobs};
 use crate::store::Store;
-use crate::workflow::{DeviceInput, Event, Permissions, Workflow};
+use crate::workflow::{DeviceInput, Permissions, Workflow};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::Duration;
 
@@ -19,28 +20,7 @@ pub enum Command {
         operator: String,
         permissions: Permissions,
     },
-    Export,
-    /// Upload exported enrollments to DPS (`[upload]`).
-    Upload,
     Shutdown,
-}
-
-/// An error as the UI shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub code: &'static str,
-    pub message: String,
-    pub remedy: &'static str,
-}
-
-impl From<&Error> for Problem {
-    fn from(e: &Error) -> Self {
-        Problem {
-            code: e.code(),
-            message: e.to_string(),
-            remedy: e.remedy(),
-        }
-    }
 }
 
 /// What the worker reports.
@@ -56,8 +36,6 @@ pub enum Report {
     Event(Event),
     /// A device cycle ended (the last event said how).
     Finished,
-    Exported(Result<Option<export::ExportSummary>, Problem>),
-    Uploaded(Result<crate::dps::upload::UploadSummary, Problem>),
 }
 
 /// Handle of the worker thread.
@@ -76,14 +54,25 @@ impl Drop for Worker {
     }
 }
 
-/// Start the worker for `config`, on `port` if given (else `serial.port`). `repaint` is called
-/// after every report so the UI wakes up.
-pub fn spawn(config: Config, port: Option<String>, repaint: impl Fn() + Send + 'static) -> Worker {
+/// Start the worker for `config`, on `port` if given (else `serial.port`), opening the fixture
+/// with `opener`. `repaint` is called after every report so the UI wakes up.
+pub fn spawn(
+    config: Config,
+    port: Option<String>,
+    opener: Opener,
+    repaint: impl Fn() + Send + 'static,
+) -> Worker {
     let (tx, commands) = channel();
     let (reports, rx) = channel();
     let thread = std::thread::Builder::new()
         .name("fixture-worker".into())
-        .spawn(move || run(config, port, commands, reports, repaint))
+        .spawn(move || {
+            let send = |r: Report| {
+                let _ = reports.send(r);
+                repaint();
+            };
+            run(&config, port.as_deref(), &opener, &commands, &send)
+        })
         .expect("spawn worker thread");
     Worker {
         tx,
@@ -93,146 +82,77 @@ pub fn spawn(config: Config, port: Option<String>, repaint: impl Fn() + Send + '
 }
 
 fn run(
-    config: Config,
-    port: Option<String>,
-    commands: Receiver<Command>,
-    reports: Sender<Report>,
-    repaint: impl Fn(),
+    config: &Config,
+    port: Option<&str>,
+    opener: &Opener,
+    commands: &Receiver<Command>,
+    send: &dyn Fn(Report),
 ) {
-    let send = |r: Report| {
-        let _ = reports.send(r);
-        repaint();
-    };
-    let mut workflow = match Workflow::new(&config) {
+    let mut workflow = match Workflow::new(config) {
         Ok(w) => w,
         Err(e) => return send(Report::Unavailable((&e).into())),
     };
     for w in workflow.warnings() {
         send(Report::Warning(w));
     }
-    for w in start_checks(&config, workflow.store()) {
+    for w in start_checks(config, workflow.store()) {
         send(Report::Warning(w));
     }
-    let mut fixture = match device::connect(&config, port.as_deref()) {
+    let mut fixture = match opener(config, port) {
         Ok(f) => f,
         Err(e) => return send(Report::Unavailable((&e).into())),
     };
+    let device = fixture.device.as_mut();
     send(Report::Connected {
-        port: fixture.link.port().to_string(),
+        port: device.port().to_string(),
     });
-    let mut last_serial: Option<String> = None;
+    let mut next = NextDevice::default();
     loop {
         let command = match commands.recv_timeout(Duration::from_millis(500)) {
             Ok(c) => c,
             Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {
-                // Auto-start: a device the station has not just handled answers on the fixture.
-                if config.gui.auto_start
-                    && let Ok(info) = fixture.link.hello()
-                    && Some(&info.serial) != last_serial.as_ref()
-                {
-                    Command::Provision {
-                        scanned_serial: None,
-                        operator: String::new(),
-                        permissions: Permissions::default(),
-                    }
-                } else {
-                    continue;
+            // Automatic start: a device not attempted since answers on the fixture.
+            Err(RecvTimeoutError::Timeout) if config.gui.auto_start && next.poll(device) => {
+                Command::Provision {
+                    scanned_serial: None,
+                    operator: String::new(),
+                    permissions: Permissions::default(),
                 }
             }
+            Err(RecvTimeoutError::Timeout) => continue,
         };
-        match command {
-            Command::Shutdown => return,
-            Command::Provision {
-                scanned_serial,
-                operator,
-                permissions,
-            } => {
-                let input = DeviceInput {
-                    scanned_serial,
-                    operator,
-                    permissions,
-                };
-                let result =
-                    workflow.provision(&mut fixture.link, &input, &mut |e| send(Report::Event(e)));
-                if let Ok(o) = &result {
-                    last_serial = Some(o.serial.clone());
-                }
-                send(Report::Finished);
+        let Command::Provision {
+            scanned_serial,
+            operator,
+            permissions,
+        } = command
+        else {
+            return;
+        };
+        let input = DeviceInput {
+            scanned_serial,
+            operator,
+            permissions,
+        };
+        let mut serial = None;
+        let result = workflow.provision(device, &input, &mut |e| {
+            if let Event::Identified { serial: s, .. } = &e {
+                serial = Some(s.clone());
             }
-            Command::Export => send(Report::Exported(
-                export_batch(&config).map_err(|e| (&e).into()),
-            )),
-            Command::Upload => send(Report::Uploaded(upload(&config).map_err(|e| (&e).into()))),
-        }
+            send(Report::Event(e))
+        });
+        next.record(&result, serial.as_deref());
+        send(Report::Finished);
     }
 }
 
-/// What the technician must know at start: devices a crash left unfinished, and batches
-/// whose files had to be (or could not be) re-created.
+/// The start-of-run checks, as lines for the warnings panel.
 fn start_checks(config: &Config, store: &Store) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if let Ok(c) = store.counts()
-        && c.pending > 0
-    {
-        warnings.push(format!(
-            "{} device(s) were left unfinished by an earlier run: put each on the fixture again (see Unfinished devices)",
-            c.pending
-        ));
+    match jobs::start_checks(config, store) {
+        Ok(notices) => notices
+            .into_iter()
+            .map(|n| n.text.trim_start_matches("warning: ").to_string())
+            .collect(),
+        Err(e) => vec![format!("checking exported batches failed: {e}")],
     }
-    let repaired = keys(config)
-        .and_then(|k| crate::dps::publish::repair(store, k.as_ref(), &config.export_dir()));
-    match repaired {
-        Ok(done) => {
-            for b in done.recreated {
-                warnings.push(format!(
-                    "batch {b} was recorded but its files were missing: re-created them"
-                ));
-            }
-            for (p, why) in done.failed {
-                warnings.push(format!(
-                    "batch {}: {} is {}; re-creating it failed ({why}); then run `{}`",
-                    p.batch,
-                    p.file.display(),
-                    p.problem,
-                    p.fix()
-                ));
-            }
-        }
-        Err(e) => warnings.push(format!("checking exported batches failed: {e}")),
-    }
-    warnings
-}
-
-fn keys(config: &Config) -> Result<Option<SymmetricKeySource>, Error> {
-    SymmetricKeySource::from_config(config)
-}
-
-fn upload(config: &Config) -> Result<crate::dps::upload::UploadSummary, Error> {
-    use crate::dps::upload::{self, Dps, UploadOptions};
-    let section = config.upload.as_ref().ok_or(Error::Upload {
-        code: "upload.not_configured",
-        message: "station.toml has no [upload] section".into(),
-    })?;
-    let mut store = Store::open(&config.database_path())?;
-    let mut dps = Dps::new(config, section, None)?;
-    upload::upload(
-        &mut store,
-        &mut dps,
-        keys(config)?.as_ref(),
-        &UploadOptions::default(),
-        &mut |_| {},
-    )
-}
-
-fn export_batch(config: &Config) -> Result<Option<export::ExportSummary>, Error> {
-    let mut store = Store::open(&config.database_path())?;
-    let keys = keys(config)?;
-    export::export_new(
-        &mut store,
-        &config.station.id,
-        &DpsOptions::from_config(&config.dps),
-        keys.as_ref(),
-        &config.export_dir(),
-    )
 }

@@ -7,83 +7,10 @@
 //! batch of a million enrollments is one insert.
 
 use super::{Store, now};
-use crate::attestation::Secret;
+use crate::domain::{AttestationKind, Credential, Enrollment, Secret, Status};
 use crate::error::{Error, Result};
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
-
-/// Where an enrollment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Recorded, not yet verified on the device: unfinished (e.g. after a crash).
-    Pending,
-    /// Verified on the device; waiting for export.
-    Provisioned,
-    /// The last attempt failed; `error_code` says why.
-    Failed,
-    /// Provisioned and included in an export batch.
-    Exported,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Provisioned => "provisioned",
-            Status::Failed => "failed",
-            Status::Exported => "exported",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Some(match s {
-            "pending" => Status::Pending,
-            "provisioned" => Status::Provisioned,
-            "failed" => Status::Failed,
-            "exported" => Status::Exported,
-            _ => return None,
-        })
-    }
-}
-
-/// One enrollment row (with its derived status and batch).
-#[derive(Debug, Clone, Serialize)]
-pub struct Enrollment {
-    pub registration_id: String,
-    pub device_serial: String,
-    pub firmware: String,
-    pub model: String,
-    pub attestation_type: String,
-    pub key_source: Option<String>,
-    #[serde(skip)]
-    pub primary_key: Option<Secret>,
-    #[serde(skip)]
-    pub secondary_key: Option<Secret>,
-    pub group_key_id: Option<String>,
-    /// X.509: the device certificate (PEM).
-    pub certificate: Option<String>,
-    pub cert_serial: Option<String>,
-    pub cert_thumbprint: Option<String>,
-    pub cert_not_before: Option<String>,
-    pub cert_not_after: Option<String>,
-    /// TPM: whether the EK certificate verified (`verified`, `missing`, `invalid: …`).
-    pub ek_cert_status: Option<String>,
-    pub device_digest: Option<String>,
-    /// The digest of the recorded credential as the device holds it once committed (set when
-    /// the credential is recorded; a re-run compares the device's READ_DIGEST with it).
-    pub expected_digest: Option<String>,
-    pub status: Status,
-    pub error_code: Option<String>,
-    pub station: String,
-    pub line: String,
-    pub operator: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub provisioned_at: Option<String>,
-    pub export_seq: Option<i64>,
-    pub batch: Option<String>,
-}
 
 /// What the workflow records as `pending` before writing the device.
 #[derive(Debug, Clone)]
@@ -92,13 +19,9 @@ pub struct NewEnrollment<'a> {
     pub device_serial: &'a str,
     pub firmware: &'a str,
     pub model: &'a str,
-    pub attestation_type: &'a str,
-    pub key_source: Option<&'a str>,
-    pub primary_key: Option<&'a Secret>,
-    pub secondary_key: Option<&'a Secret>,
-    pub group_key_id: Option<&'a str>,
-    pub certificate: Option<&'a crate::attestation::x509::Minted>,
-    pub tpm: Option<&'a crate::attestation::tpm::TpmMaterial>,
+    /// The credential: its kind, key source, keys kept for individual enrollments,
+    /// certificate or TPM material.
+    pub credential: &'a Credential,
     pub station: &'a str,
     pub line: &'a str,
     pub operator: &'a str,
@@ -167,7 +90,7 @@ pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
         device_serial: r.get("device_serial")?,
         firmware: r.get("firmware")?,
         model: r.get("model")?,
-        attestation_type: r.get("attestation_type")?,
+        attestation_type: kind_column(r, "attestation_type")?,
         key_source: r.get("key_source")?,
         primary_key: r.get::<_, Option<String>>("primary_key")?.map(Secret),
         secondary_key: r.get::<_, Option<String>>("secondary_key")?.map(Secret),
@@ -228,7 +151,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::from(e).in_database(&path))?;
+            .map_err(|e| Error::database(&path, e))?;
         let existing: Option<(String, String, Option<String>)> = tx
             .query_row(
                 "SELECT device_serial, status, device_digest FROM enrollments WHERE registration_id = ?1",
@@ -236,7 +159,7 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
-            .map_err(|e| Error::from(e).in_database(&path))?;
+            .map_err(|e| Error::database(&path, e))?;
         if let Some((serial, status, digest)) = existing {
             if serial != new.device_serial {
                 return Err(Error::DuplicateRegistration {
@@ -265,16 +188,16 @@ impl Store {
                     ),
                     params![new.registration_id, now()],
                 )
-                .map_err(|e| Error::from(e).in_database(&path))?;
+                .map_err(|e| Error::database(&path, e))?;
                 tx.execute(
                     "UPDATE enrollments SET status = 'pending', export_seq = NULL, provisioned_at = NULL \
                      WHERE registration_id = ?1",
                     [new.registration_id],
                 )
-                .map_err(|e| Error::from(e).in_database(&path))?;
+                .map_err(|e| Error::database(&path, e))?;
             }
         }
-        if let Some(tpm) = new.tpm {
+        if let Some(tpm) = new.credential.tpm() {
             let other: Option<String> = tx
                 .query_row(
                     "SELECT registration_id FROM enrollments WHERE ek_hash = ?1 AND registration_id <> ?2 LIMIT 1",
@@ -282,7 +205,7 @@ impl Store {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(|e| Error::from(e).in_database(&path))?;
+                .map_err(|e| Error::database(&path, e))?;
             if let Some(enrolled) = other {
                 return Err(Error::DuplicateEk {
                     registration_id: new.registration_id.to_string(),
@@ -291,7 +214,10 @@ impl Store {
             }
         }
         let t = now();
-        let cert = new.certificate;
+        let c = new.credential;
+        let cert = c.certificate();
+        let tpm = c.tpm();
+        let (primary, secondary) = c.stored_keys();
         tx.execute(
             "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
                 attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
@@ -317,31 +243,31 @@ impl Store {
                 new.device_serial,
                 new.firmware,
                 new.model,
-                new.attestation_type,
-                new.key_source,
-                new.primary_key.map(|s| s.0.as_str()),
-                new.secondary_key.map(|s| s.0.as_str()),
-                new.group_key_id,
+                c.kind().as_str(),
+                c.key_source().as_str(),
+                primary.map(|s| s.0.as_str()),
+                secondary.map(|s| s.0.as_str()),
+                c.group_key_id(),
                 new.station,
                 new.line,
                 new.operator,
                 t,
                 cert.map(|c| c.pem.as_str())
-                    .or(new.tpm.map(|t| t.endorsement_key.as_str())),
+                    .or(tpm.map(|t| t.endorsement_key.as_str())),
                 cert.map(|c| c.serial.as_str()),
                 cert.map(|c| c.thumbprint.as_str()),
                 cert.map(|c| c.not_before.as_str()),
                 cert.map(|c| c.not_after.as_str()),
-                new.tpm.and_then(|t| t.storage_root_key.as_deref()),
-                new.tpm.map(|t| t.ek_hash.as_str()),
-                new.tpm.and_then(|t| t.ek_certificate.as_deref()),
-                new.tpm.and_then(|t| t.ek_cert_issuer.as_deref()),
-                new.tpm.map(|t| t.ek_cert_status.as_str()),
+                tpm.and_then(|t| t.storage_root_key.as_deref()),
+                tpm.map(|t| t.ek_hash.as_str()),
+                tpm.and_then(|t| t.ek_certificate.as_deref()),
+                tpm.and_then(|t| t.ek_cert_issuer.as_deref()),
+                tpm.map(|t| t.ek_cert_status.as_str()),
                 new.expected_digest,
             ],
         )
-        .map_err(|e| Error::from(e).in_database(&path))?;
-        tx.commit().map_err(|e| Error::from(e).in_database(&path))
+        .map_err(|e| Error::database(&path, e))?;
+        tx.commit().map_err(|e| Error::database(&path, e))
     }
 
     /// Durably mark `registration_id` provisioned (device read-back matched `digest`) and
@@ -357,7 +283,7 @@ impl Store {
         attempt: &Attempt<'_>,
     ) -> Result<()> {
         let path = self.path().to_string();
-        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let e = |e: rusqlite::Error| Error::database(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -396,7 +322,7 @@ impl Store {
     /// Record a failed attempt and, if the enrollment is not provisioned, mark it failed.
     pub fn mark_failed(&mut self, attempt: &Attempt<'_>) -> Result<()> {
         let path = self.path().to_string();
-        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let e = |e: rusqlite::Error| Error::database(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -667,7 +593,7 @@ impl Store {
             |c| {
                 f(&AttestationRow {
                     registration_id: c.text(0)?,
-                    attestation_type: c.text(1)?,
+                    attestation_type: c.kind(1)?,
                     primary_key: c.opt(2)?,
                     secondary_key: c.opt(3)?,
                     group_key_id: c.opt(4)?,
@@ -743,7 +669,7 @@ impl Store {
     /// the size and SHA-256 of each of its files.
     pub fn insert_batch(&mut self, b: &Batch, files: &[BatchFile]) -> Result<()> {
         let path = self.path().to_string();
-        let e = |e: rusqlite::Error| Error::from(e).in_database(&path);
+        let e = |e: rusqlite::Error| Error::database(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -830,7 +756,7 @@ pub struct TraceRow<'a> {
 /// What the DPS enrollment of a row needs, borrowed from the database row.
 pub struct AttestationRow<'a> {
     pub registration_id: &'a str,
-    pub attestation_type: &'a str,
+    pub attestation_type: AttestationKind,
     pub primary_key: Option<&'a str>,
     pub secondary_key: Option<&'a str>,
     pub group_key_id: Option<&'a str>,
@@ -845,7 +771,37 @@ enum Cols<'r, 's> {
     Owned(Vec<Option<String>>),
 }
 
+/// An attestation type column, parsed (an unknown spelling is a database error).
+pub(crate) fn kind_column<I: rusqlite::RowIndex>(
+    r: &Row<'_>,
+    column: I,
+) -> rusqlite::Result<AttestationKind> {
+    let t: String = r.get(column)?;
+    parse_kind(&t)
+}
+
+fn parse_kind(t: &str) -> rusqlite::Result<AttestationKind> {
+    AttestationKind::parse(t).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown attestation type `{t}`").into(),
+        )
+    })
+}
+
 impl Cols<'_, '_> {
+    fn kind(&self, i: usize) -> Result<AttestationKind> {
+        let t = self.text(i)?;
+        parse_kind(t).map_err(|e| Error::Database {
+            path: match self {
+                Cols::Row { store, .. } => store.path().to_string(),
+                Cols::Owned(_) => String::new(),
+            },
+            message: e.to_string(),
+        })
+    }
+
     fn opt(&self, i: usize) -> Result<Option<&str>> {
         match self {
             Cols::Row { row, store } => row

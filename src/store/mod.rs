@@ -11,6 +11,7 @@ mod enrollments;
 mod schema;
 mod uploads;
 
+pub use crate::domain::{Enrollment, Status};
 pub use enrollments::*;
 pub use uploads::*;
 
@@ -32,7 +33,7 @@ impl Store {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
         let display = path.display().to_string();
-        let db_err = |e: rusqlite::Error| Error::from(e).in_database(&display);
+        let db_err = |e: rusqlite::Error| Error::database(&display, e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::Database {
                 path: display.clone(),
@@ -90,7 +91,7 @@ impl Store {
     }
 
     pub(crate) fn err(&self, e: rusqlite::Error) -> Error {
-        Error::from(e).in_database(&self.path)
+        Error::database(&self.path, e)
     }
 }
 
@@ -136,21 +137,24 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::Secret;
+    use crate::domain::{Credential, Secret};
 
-    fn new<'a>(id: &'a str, serial: &'a str, key: Option<&'a Secret>) -> NewEnrollment<'a> {
+    /// Individual keys (kept by the database) with `key`, else a key derived from group `g1`.
+    fn cred(key: Option<&Secret>) -> Credential {
+        Credential::SymmetricKey {
+            primary: key.cloned().unwrap_or(Secret("ZGVyaXZlZA==".into())),
+            secondary: None,
+            group_key_id: key.is_none().then(|| "g1".to_string()),
+        }
+    }
+
+    fn new<'a>(id: &'a str, serial: &'a str, credential: &'a Credential) -> NewEnrollment<'a> {
         NewEnrollment {
             registration_id: id,
             device_serial: serial,
             firmware: "1.0",
             model: "m",
-            attestation_type: "symmetricKey",
-            key_source: Some("individual"),
-            primary_key: key,
-            secondary_key: None,
-            group_key_id: None,
-            certificate: None,
-            tpm: None,
+            credential,
             station: "s1",
             line: "l1",
             operator: "op",
@@ -214,7 +218,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("s.db")).unwrap();
         let key = Secret("a2V5".into());
-        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        s.record_pending(&new("dev-1", "SN1", &cred(Some(&key))))
+            .unwrap();
         assert_eq!(
             s.find("DEV-1").unwrap().unwrap().status,
             Status::Pending,
@@ -226,7 +231,8 @@ mod tests {
             (e.status, e.error_code.as_deref()),
             (Status::Failed, Some("device.timeout"))
         );
-        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        s.record_pending(&new("dev-1", "SN1", &cred(Some(&key))))
+            .unwrap();
         s.mark_provisioned("dev-1", "abcd", &attempt("dev-1", "SN1", true))
             .unwrap();
         let e = s.find("dev-1").unwrap().unwrap();
@@ -234,13 +240,16 @@ mod tests {
         assert_eq!(e.primary_key, Some(key.clone()));
         // A later failure of the same device never downgrades it.
         s.mark_failed(&attempt("dev-1", "SN1", false)).unwrap();
-        s.record_pending(&new("dev-1", "SN1", Some(&key))).unwrap();
+        s.record_pending(&new("dev-1", "SN1", &cred(Some(&key))))
+            .unwrap();
         assert_eq!(
             s.find("dev-1").unwrap().unwrap().status,
             Status::Provisioned
         );
         // Another serial under the same ID is a duplicate.
-        let dup = s.record_pending(&new("dev-1", "SN2", None)).unwrap_err();
+        let dup = s
+            .record_pending(&new("dev-1", "SN2", &cred(None)))
+            .unwrap_err();
         assert_eq!(dup.code(), "store.duplicate_registration");
         assert_eq!(
             s.counts().unwrap(),
@@ -277,7 +286,7 @@ mod tests {
     fn provisioned_rows_cannot_be_changed_or_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("s.db")).unwrap();
-        s.record_pending(&new("dev-1", "SN1", None)).unwrap();
+        s.record_pending(&new("dev-1", "SN1", &cred(None))).unwrap();
         s.mark_provisioned("dev-1", "abcd", &attempt("dev-1", "SN1", true))
             .unwrap();
         assert!(

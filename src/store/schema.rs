@@ -159,7 +159,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
-    let err = |e: rusqlite::Error| Error::from(e).in_database(path);
+    let err = |e: rusqlite::Error| Error::database(path, e);
     // Read the version inside the write transaction: two connections opening a new database
     // at once (the GUI's worker and reader) must not both run the same migration.
     loop {

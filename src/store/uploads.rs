@@ -14,7 +14,7 @@ use serde::Serialize;
 pub struct UploadCandidate {
     pub export_seq: i64,
     pub registration_id: String,
-    pub attestation_type: String,
+    pub attestation_type: crate::domain::AttestationKind,
     pub primary_key: Option<String>,
     pub secondary_key: Option<String>,
     pub group_key_id: Option<String>,
@@ -69,7 +69,7 @@ fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadCandidate> {
     Ok(UploadCandidate {
         export_seq: r.get(0)?,
         registration_id: r.get(1)?,
-        attestation_type: r.get(2)?,
+        attestation_type: super::enrollments::kind_column(r, 2)?,
         primary_key: r.get(3)?,
         secondary_key: r.get(4)?,
         group_key_id: r.get(5)?,
@@ -131,7 +131,7 @@ impl Store {
     /// Durably record the results of one bulk call.
     pub fn record_uploads(&mut self, results: &[UploadResult<'_>]) -> Result<()> {
         let path = self.path().to_string();
-        let e = |e: rusqlite::Error| crate::error::Error::from(e).in_database(&path);
+        let e = |e: rusqlite::Error| crate::error::Error::database(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

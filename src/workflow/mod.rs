@@ -7,22 +7,23 @@
 //! its error code; a provisioned enrollment is never downgraded. Overwriting an identity the
 //! device already holds needs [`Permissions::overwrite_identity`].
 //!
-//! It drives a [`Link`] and a [`Store`] and reports through [`Event`]s; it knows nothing of
-//! egui, clap or terminals.
+//! It drives a `&mut dyn Device` and a [`Store`] and reports through [`Event`]s; it knows no
+//! wire protocol, and nothing of egui, clap or terminals.
 
-mod event;
+mod interrupt;
+#[cfg(test)]
+mod tests;
 
-pub use event::{Event, Step};
+pub use crate::domain::event::{Event, Step};
+pub use interrupt::Interrupt;
 
-use crate::attestation::registration_id::{Inputs, Template};
-use crate::attestation::{self, CredentialSource};
+use crate::attestation::{self, CredentialSource, Inspection};
 use crate::config::Config;
-use crate::device::link::Link;
-use crate::device::protocol::{self, RecordId, commit_flag, hex};
+use crate::device::{Device, DeviceInfo};
+use crate::domain::registration_id::{self, Inputs, Template};
+use crate::domain::{Credential, Enrollment, Identity, Status, hex};
 use crate::error::{Error, Result};
-use crate::store::{Attempt, NewEnrollment, Status, Store, now};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::store::{Attempt, NewEnrollment, Store, now};
 use std::time::{Duration, Instant};
 
 /// Irreversible steps the operator (or an engineer) explicitly allowed for this run.
@@ -51,7 +52,7 @@ pub struct Outcome {
     pub registration_id: String,
     pub serial: String,
     pub duration: Duration,
-    /// Time spent waiting on the serial line.
+    /// Time spent waiting on the device.
     pub io_wait: Duration,
 }
 
@@ -74,56 +75,33 @@ pub struct Workflow {
     interrupt: Option<Interrupt>,
 }
 
-/// A request to stop, set by SIGINT or SIGTERM (or by a front end). The current device is
-/// abandoned before its COMMIT, or finished after it; nothing new starts.
-#[derive(Debug, Clone, Default)]
-pub struct Interrupt {
-    signal: Arc<AtomicUsize>,
-    seen: Arc<AtomicBool>,
-}
-
-impl Interrupt {
-    /// Route SIGINT and SIGTERM here. A second signal ends the process at once (exit 130).
-    pub fn install() -> Result<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let i = Self::default();
-        for sig in [SIGINT, SIGTERM] {
-            let registered = signal_hook::flag::register_conditional_shutdown(
-                sig,
-                crate::error::ExitClass::Interrupted as i32,
-                i.seen.clone(),
-            )
-            .and_then(|_| signal_hook::flag::register(sig, i.seen.clone()))
-            .and_then(|_| signal_hook::flag::register_usize(sig, i.signal.clone(), sig as usize));
-            registered
-                .map_err(|e| Error::Usage(format!("cannot install a signal handler: {e}")))?;
-        }
-        Ok(i)
-    }
-
-    /// Ask for a stop, as a signal would.
-    pub fn request(&self, signal: i32) {
-        self.signal.store(signal as usize, Ordering::SeqCst);
-        self.seen.store(true, Ordering::SeqCst);
-    }
-
-    /// The signal that asked for a stop, if any.
-    pub fn requested(&self) -> Option<&'static str> {
-        if !self.seen.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(match self.signal.load(Ordering::SeqCst) as i32 {
-            signal_hook::consts::SIGTERM => "SIGTERM",
-            signal_hook::consts::SIGINT => "SIGINT",
-            _ => "a stop request",
-        })
-    }
-}
-
-#[derive(Default)]
-struct Known {
-    registration_id: Option<String>,
+/// One device's pass through the workflow: what is known so far, for the attempt record.
+struct Cycle<'a> {
+    input: &'a DeviceInput,
+    start: Instant,
+    started_at: String,
+    io0: Duration,
     serial: Option<String>,
+    registration_id: Option<String>,
+}
+
+/// Who the device in the fixture is, once identified.
+struct Identified {
+    info: DeviceInfo,
+    serial: String,
+    registration_id: String,
+    inspection: Option<Inspection>,
+}
+
+/// What the device holds, asked before any credential is made.
+#[derive(Default)]
+struct Held {
+    /// It holds another registration ID and the operator allowed replacing it.
+    replace: bool,
+    /// It holds this registration ID.
+    this_id: bool,
+    /// The digest of the identity it holds (hex).
+    digest: Option<String>,
 }
 
 impl Workflow {
@@ -141,7 +119,13 @@ impl Workflow {
         source: Box<dyn CredentialSource>,
         store: Store,
     ) -> Result<Self> {
-        let template = Template::parse(&config.registration.template).map_err(Error::Usage)?;
+        let template = Template::parse(&config.registration.template).map_err(|message| {
+            Error::ConfigInvalid {
+                location: "station.toml".into(),
+                key: "registration.template".into(),
+                message,
+            }
+        })?;
         Ok(Self {
             station: config.station.id.clone(),
             line: config.station.line.clone(),
@@ -159,20 +143,33 @@ impl Workflow {
         &self.store
     }
 
-    /// Provision the device on `link`. Emits events ending in `Passed` or `Failed`; the result
-    /// says the same.
+    /// Let `interrupt` stop the current device before its COMMIT.
+    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    /// Warnings from the credential source an engineer should see.
+    pub fn warnings(&self) -> Vec<String> {
+        self.source.warnings()
+    }
+
+    /// Provision the device in the fixture. Emits events ending in `Passed` or `Failed`; the
+    /// result says the same.
     pub fn provision(
         &mut self,
-        link: &mut Link,
+        device: &mut dyn Device,
         input: &DeviceInput,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Outcome> {
-        let start = Instant::now();
-        let started_at = now();
-        let io0 = link.stats.io_wait;
-        let mut known = Known::default();
-        let result = self.run(link, input, emit, &mut known, start, &started_at, io0);
-        match result {
+        let mut cycle = Cycle {
+            input,
+            start: Instant::now(),
+            started_at: now(),
+            io0: device.io_wait(),
+            serial: None,
+            registration_id: None,
+        };
+        match self.run(device, &mut cycle, emit) {
             Ok(outcome) => {
                 emit(Event::Passed {
                     registration_id: outcome.registration_id.clone(),
@@ -180,199 +177,221 @@ impl Workflow {
                     duration_ms: ms(outcome.duration),
                     overhead_ms: ms(outcome.overhead()),
                 });
-                // End of cycle: the device reboots into its identity. Its answer changes
+                // End of cycle: the device restarts into its identity. Its answer changes
                 // nothing already recorded, so a failure here is not the device's failure.
-                let _ = link.reset();
+                let _ = device.reset();
                 Ok(outcome)
             }
-            Err(error) => {
-                let attempt = Attempt {
-                    registration_id: known.registration_id.as_deref(),
-                    device_serial: known.serial.as_deref(),
-                    passed: false,
-                    error_code: Some(error.code()),
-                    message: Some(&error.to_string()),
-                    station: &self.station,
-                    operator: &input.operator,
-                    port: link.port(),
-                    started_at: &started_at,
-                    duration_ms: start.elapsed().as_millis() as u64,
-                };
-                let recorded = self.store.mark_failed(&attempt);
-                let error = match recorded {
-                    Ok(()) => error,
-                    // Keep the device's error for the operator, but never hide that the
-                    // database could not record it.
-                    Err(db) => Error::Database {
-                        path: self.store.path().to_string(),
-                        message: format!(
-                            "{}; the failure it could not record was {}: {error}",
-                            match db {
-                                Error::Database { message, .. } => message,
-                                other => other.to_string(),
-                            },
-                            error.code()
-                        ),
-                    },
-                };
-                emit(Event::Failed {
-                    registration_id: known.registration_id.clone(),
-                    serial: known.serial.clone(),
-                    code: error.code(),
-                    message: error.to_string(),
-                    remedy: error.remedy(),
-                });
-                if device_responsive(&error) {
-                    let _ = link.reset();
-                }
-                Err(error)
-            }
+            Err(error) => Err(self.fail(device, &cycle, error, emit)),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Record the failed attempt and say so; the device is reset when it can still listen.
+    fn fail(
+        &mut self,
+        device: &mut dyn Device,
+        cycle: &Cycle<'_>,
+        error: Error,
+        emit: &mut dyn FnMut(Event),
+    ) -> Error {
+        let attempt = Attempt {
+            registration_id: cycle.registration_id.as_deref(),
+            device_serial: cycle.serial.as_deref(),
+            passed: false,
+            error_code: Some(error.code().as_str()),
+            message: Some(&error.to_string()),
+            station: &self.station,
+            operator: &cycle.input.operator,
+            port: device.port(),
+            started_at: &cycle.started_at,
+            duration_ms: cycle.start.elapsed().as_millis() as u64,
+        };
+        let error = match self.store.mark_failed(&attempt) {
+            Ok(()) => error,
+            // Keep the device's error for the operator, but never hide that the database
+            // could not record it.
+            Err(db) => Error::Database {
+                path: self.store.path().to_string(),
+                message: format!(
+                    "{}; the failure it could not record was {}: {error}",
+                    match db {
+                        Error::Database { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                    error.code()
+                ),
+            },
+        };
+        emit(Event::Failed {
+            registration_id: cycle.registration_id.clone(),
+            serial: cycle.serial.clone(),
+            code: error.code(),
+            message: error.to_string(),
+            remedy: error.remedy(),
+        });
+        if device_responsive(&error) {
+            let _ = device.reset();
+        }
+        error
+    }
+
     fn run(
         &mut self,
-        link: &mut Link,
-        input: &DeviceInput,
+        device: &mut dyn Device,
+        cycle: &mut Cycle<'_>,
         emit: &mut dyn FnMut(Event),
-        known: &mut Known,
-        start: Instant,
-        started_at: &str,
-        io0: Duration,
     ) -> Result<Outcome> {
-        emit(Event::Connecting {
-            port: link.port().to_string(),
-        });
-        let info = link.hello()?;
-        emit(Event::Identified {
-            serial: info.serial.clone(),
-            firmware: info.firmware.clone(),
-            model: info.model.clone(),
-            protocol: info.version,
-            provisioned: info.provisioned,
-        });
-        let serial = resolve_serial(&info.serial, input.scanned_serial.as_deref())?;
-        known.serial = Some(serial.clone());
-        self.check_capabilities(info.capabilities)?;
-        self.check_interrupt()?;
-        // A TPM's EK may dictate the registration ID: read it first.
-        let inspection = self.source.inspect(link)?;
-        let registration_id = self.registration_id(&serial, input, &info, inspection.as_ref())?;
-        known.registration_id = Some(registration_id.clone());
-        emit(Event::RegistrationId {
-            registration_id: registration_id.clone(),
-        });
-
-        let existing = self.store.find(&registration_id)?;
+        let who = self.identify(device, cycle, emit)?;
+        let existing = self.store.find(&who.registration_id)?;
         if let Some(e) = &existing
-            && e.device_serial != serial
+            && e.device_serial != who.serial
         {
             // Not this device's enrollment: it stays untouched (failures are recorded only
             // against rows of the same serial); the attempt is recorded.
             return Err(Error::DuplicateRegistration {
-                registration_id,
+                registration_id: who.registration_id,
                 enrolled_serial: e.device_serial.clone(),
-                serial,
+                serial: who.serial,
             });
         }
-        let mut flags = 0;
-        let mut holds_this_id = false;
-        // What the device holds, asked before any credential is made: a credential that may
-        // have reached it (committed before a crash, or a lost COMMIT answer) is re-used, never
-        // overwritten.
-        let mut held: Option<String> = None;
-        if info.provisioned {
-            let id = link.read_record(RecordId::RegistrationId as u8)?;
-            match id.map(|b| String::from_utf8_lossy(&b).into_owned()) {
-                Some(id) if !id.eq_ignore_ascii_case(&registration_id) => {
-                    if !input.permissions.overwrite_identity {
-                        return Err(Error::IdentityConflict {
-                            serial,
-                            existing: id,
-                            wanted: registration_id,
-                        });
-                    }
-                    flags |= commit_flag::REPLACE;
-                }
-                Some(_) => holds_this_id = true,
-                None => {}
-            }
-            let d = link.read_digest()?;
-            held = d.provisioned.then(|| hex(&d.digest));
-        }
-
+        let held = self.held(device, &who, cycle.input)?;
         if let Some(e) = &existing
-            && let Some(digest) = held.as_deref()
+            && let Some(digest) = self.resumable(e, &held, cycle.input)
         {
-            let recorded = match e.status {
-                Status::Provisioned | Status::Exported => {
-                    let keep =
-                        holds_this_id && !input.permissions.rekey && self.source.still_valid(e);
-                    e.device_digest.as_deref().filter(|_| keep)
-                }
-                // Recorded, then committed by the device, but never marked (a crash, a lost
-                // answer): the device holds exactly what the database recorded.
-                Status::Pending | Status::Failed => e.expected_digest.as_deref(),
-            };
-            if recorded == Some(digest) {
-                emit(Event::AlreadyProvisioned {
-                    digest: digest.to_string(),
-                });
-                emit(Event::Verified {
-                    digest: digest.to_string(),
-                });
-                return self.finish(
-                    link,
-                    input,
-                    &registration_id,
-                    &serial,
-                    digest,
-                    start,
-                    started_at,
-                    io0,
-                );
-            }
+            emit(Event::AlreadyProvisioned {
+                digest: digest.clone(),
+            });
+            emit(Event::Verified {
+                digest: digest.clone(),
+            });
+            return self.finish(device, cycle, &digest);
         }
+        let digest = self.deliver(device, &who, existing.as_ref(), &held, cycle.input, emit)?;
+        self.finish(device, cycle, &digest)
+    }
 
-        let provisioned = existing
-            .as_ref()
-            .filter(|e| matches!(e.status, Status::Provisioned | Status::Exported));
+    /// HELLO, serial, capabilities, and the registration ID (a TPM's EK may dictate it, so
+    /// the source inspects the device first).
+    fn identify(
+        &mut self,
+        device: &mut dyn Device,
+        cycle: &mut Cycle<'_>,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Identified> {
+        emit(Event::Connecting {
+            port: device.port().to_string(),
+        });
+        let info = device.identify()?;
+        emit(Event::Identified {
+            serial: info.serial.clone(),
+            firmware: info.firmware.clone(),
+            model: info.model.clone(),
+            protocol: info.protocol,
+            provisioned: info.holds_identity,
+        });
+        let serial = resolve_serial(&info.serial, cycle.input.scanned_serial.as_deref())?;
+        cycle.serial = Some(serial.clone());
+        self.check_capabilities(&info)?;
+        self.check_interrupt()?;
+        let inspection = self.source.inspect(device)?;
+        let registration_id =
+            self.registration_id(&serial, cycle.input, &info, inspection.as_ref())?;
+        cycle.registration_id = Some(registration_id.clone());
+        emit(Event::RegistrationId {
+            registration_id: registration_id.clone(),
+        });
+        Ok(Identified {
+            info,
+            serial,
+            registration_id,
+            inspection,
+        })
+    }
+
+    /// What the device holds. A credential that may have reached it (committed before a
+    /// crash, or a lost COMMIT answer) is re-used, never overwritten.
+    fn held(&self, device: &mut dyn Device, who: &Identified, input: &DeviceInput) -> Result<Held> {
+        let mut held = Held::default();
+        if !who.info.holds_identity {
+            return Ok(held);
+        }
+        match device.held_registration_id()? {
+            Some(id) if !id.eq_ignore_ascii_case(&who.registration_id) => {
+                if !input.permissions.overwrite_identity {
+                    return Err(Error::IdentityConflict {
+                        serial: who.serial.clone(),
+                        existing: id,
+                        wanted: who.registration_id.clone(),
+                    });
+                }
+                held.replace = true;
+            }
+            Some(_) => held.this_id = true,
+            None => {}
+        }
+        held.digest = device.held_digest()?.map(|d| hex(&d));
+        Ok(held)
+    }
+
+    /// The digest to finish on without writing, when the device already holds exactly what
+    /// the database records for it.
+    fn resumable(&self, e: &Enrollment, held: &Held, input: &DeviceInput) -> Option<String> {
+        let digest = held.digest.as_deref()?;
+        let recorded = match e.status {
+            Status::Provisioned | Status::Exported => {
+                let keep = held.this_id && !input.permissions.rekey && self.source.still_valid(e);
+                e.device_digest.as_deref().filter(|_| keep)
+            }
+            // Recorded, then committed by the device, but never marked (a crash, a lost
+            // answer): the device holds exactly what the database recorded.
+            Status::Pending | Status::Failed => e.expected_digest.as_deref(),
+        };
+        (recorded == Some(digest)).then(|| digest.to_string())
+    }
+
+    /// Obtain the credential, record it as pending, write and commit it, and read the
+    /// device's digest back. The verified digest (hex).
+    fn deliver(
+        &mut self,
+        device: &mut dyn Device,
+        who: &Identified,
+        existing: Option<&Enrollment>,
+        held: &Held,
+        input: &DeviceInput,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<String> {
+        let provisioned =
+            existing.filter(|e| matches!(e.status, Status::Provisioned | Status::Exported));
         if provisioned.is_some() && !self.source.reproducible() && !input.permissions.rekey {
             return Err(Error::ReissueNotPermitted {
-                serial,
-                registration_id,
+                serial: who.serial.clone(),
+                registration_id: who.registration_id.clone(),
             });
         }
         self.check_interrupt()?;
         let credential = self.source.obtain(
-            &registration_id,
-            existing.as_ref(),
-            link,
-            inspection.as_ref(),
+            &who.registration_id,
+            existing,
+            device,
+            who.inspection.as_ref(),
         )?;
         emit(Event::Credential {
-            attestation: credential.kind.as_str(),
-            key_source: credential.key_source,
-            fingerprint: credential.fingerprint.clone(),
+            attestation: credential.kind().as_str(),
+            key_source: credential.key_source().as_str(),
+            fingerprint: credential.fingerprint(),
         });
-        for message in &credential.warnings {
+        for message in who.inspection.iter().flat_map(|i| &i.warnings) {
             emit(Event::Warning {
                 message: message.clone(),
             });
         }
-        let mut records: Vec<(RecordId, &[u8])> = vec![
-            (RecordId::IdScope, self.id_scope.as_bytes()),
-            (RecordId::GlobalEndpoint, self.global_endpoint.as_bytes()),
-            (RecordId::RegistrationId, registration_id.as_bytes()),
-        ];
-        records.extend(
-            credential
-                .records
-                .iter()
-                .map(|(id, s)| (*id, s.0.as_slice())),
+        let identity = Identity::new(
+            &self.id_scope,
+            &self.global_endpoint,
+            &who.registration_id,
+            &credential,
         );
-        let expected = protocol::records_digest(records.iter().map(|(id, b)| (*id as u8, *b)));
+        let expected = identity.digest();
         let expected_hex = hex(&expected);
         // A provisioned device gets exactly what the database holds; anything else (another
         // group key, ID scope or endpoint, a new certificate) is a re-key.
@@ -385,75 +404,61 @@ impl Workflow {
             }
             _ => false,
         };
-
-        self.store.record_pending(&NewEnrollment {
-            registration_id: &registration_id,
-            device_serial: &serial,
-            firmware: &info.firmware,
-            model: &info.model,
-            attestation_type: credential.kind.as_str(),
-            key_source: Some(credential.key_source),
-            primary_key: credential.stored_primary.as_ref(),
-            secondary_key: credential.stored_secondary.as_ref(),
-            group_key_id: credential.group_key_id.as_deref(),
-            certificate: credential.certificate.as_ref(),
-            tpm: credential.tpm.as_ref(),
-            station: &self.station,
-            line: &self.line,
-            operator: &input.operator,
-            expected_digest: &expected_hex,
-            supersede,
-        })?;
+        self.record_pending(who, &credential, input, &expected_hex, supersede)?;
         emit(Event::Recorded {
-            registration_id: registration_id.clone(),
+            registration_id: who.registration_id.clone(),
         });
-
-        if held.as_deref() == Some(expected_hex.as_str()) {
+        if held.digest.as_deref() == Some(expected_hex.as_str()) {
             emit(Event::AlreadyProvisioned {
                 digest: expected_hex.clone(),
             });
         } else {
-            self.write(link, &records, flags, &expected, emit)?;
+            self.write(device, &identity, held.replace, emit)?;
         }
-        let readback = link.read_digest()?;
-        if !readback.provisioned || readback.digest != expected {
-            return Err(Error::VerifyMismatch {
-                expected: expected_hex,
-                actual: hex(&readback.digest),
-            });
-        }
+        verify(device, &expected)?;
         emit(Event::Verified {
             digest: expected_hex.clone(),
         });
-
-        self.finish(
-            link,
-            input,
-            &registration_id,
-            &serial,
-            &expected_hex,
-            start,
-            started_at,
-            io0,
-        )
+        Ok(expected_hex)
     }
 
-    /// WRITE every record, then COMMIT and compare the device's digest with ours. An
-    /// interrupt is honoured up to the COMMIT; after it the device is finished.
+    fn record_pending(
+        &mut self,
+        who: &Identified,
+        credential: &Credential,
+        input: &DeviceInput,
+        expected_digest: &str,
+        supersede: bool,
+    ) -> Result<()> {
+        self.store.record_pending(&NewEnrollment {
+            registration_id: &who.registration_id,
+            device_serial: &who.serial,
+            firmware: &who.info.firmware,
+            model: &who.info.model,
+            credential,
+            station: &self.station,
+            line: &self.line,
+            operator: &input.operator,
+            expected_digest,
+            supersede,
+        })
+    }
+
+    /// Stage every record, then commit and compare the device's digest with ours. An
+    /// interrupt is honoured up to the commit; after it the device is finished.
     fn write(
         &self,
-        link: &mut Link,
-        records: &[(RecordId, &[u8])],
-        flags: u8,
-        expected: &[u8; 32],
+        device: &mut dyn Device,
+        identity: &Identity,
+        replace: bool,
         emit: &mut dyn FnMut(Event),
     ) -> Result<()> {
-        let total: usize = records.iter().map(|(_, b)| b.len()).sum();
+        let total = identity.total_len();
         let mut done = 0;
-        for (id, bytes) in records {
+        for (id, bytes) in identity.records() {
             self.check_interrupt()?;
             let before = done;
-            link.write_record(*id as u8, bytes, |n, _| {
+            device.stage(id, bytes, &mut |n| {
                 emit(Event::Writing {
                     written: before + n,
                     total,
@@ -462,14 +467,15 @@ impl Workflow {
             done += bytes.len();
         }
         self.check_interrupt()?;
-        let committed = link.commit(flags)?;
+        let committed = device.commit(replace)?;
         emit(Event::Committed {
-            digest: hex(&committed.digest),
+            digest: hex(&committed),
         });
-        if committed.digest != *expected {
+        let expected = identity.digest();
+        if committed != expected {
             return Err(Error::VerifyMismatch {
-                expected: hex(expected),
-                actual: hex(&committed.digest),
+                expected: hex(&expected),
+                actual: hex(&committed),
             });
         }
         Ok(())
@@ -480,12 +486,12 @@ impl Workflow {
         &self,
         serial: &str,
         input: &DeviceInput,
-        info: &protocol::DeviceInfo,
-        inspection: Option<&attestation::Inspection>,
+        info: &DeviceInfo,
+        inspection: Option<&Inspection>,
     ) -> Result<String> {
         match inspection.and_then(|i| i.registration_id.clone()) {
             Some(id) => {
-                crate::attestation::registration_id::validate(&id)?;
+                registration_id::validate(&id)?;
                 Ok(id)
             }
             None => self.template.render(&Inputs {
@@ -500,20 +506,20 @@ impl Workflow {
 
     /// Refuse a device whose firmware does not advertise the capability this mode needs,
     /// before anything is asked of it or written.
-    fn check_capabilities(&self, capabilities: u32) -> Result<()> {
+    fn check_capabilities(&self, info: &DeviceInfo) -> Result<()> {
         let need = self.source.requires();
-        if capabilities & need.bit == 0 {
+        if !info.has(need.capability) {
             return Err(Error::CapabilityMissing {
                 mode: need.mode,
-                capability: need.capability,
-                bit: need.bit.trailing_zeros(),
-                capabilities,
+                capability: need.capability.name(),
+                bit: need.capability.bit().trailing_zeros(),
+                capabilities: info.capabilities,
             });
         }
         Ok(())
     }
 
-    /// Stop an unfinished device when SIGINT/SIGTERM asked for it (never after COMMIT).
+    /// Stop an unfinished device when a stop was asked for (never after COMMIT).
     fn check_interrupt(&self) -> Result<()> {
         match self.interrupt.as_ref().and_then(Interrupt::requested) {
             Some(signal) => Err(Error::Interrupted { signal }),
@@ -521,25 +527,16 @@ impl Workflow {
         }
     }
 
-    /// Let `interrupt` stop the current device before its COMMIT.
-    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
-        self.interrupt = Some(interrupt);
-    }
-
     /// Durably mark the device provisioned with its verified digest; only then is it a PASS.
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
-        link: &mut Link,
-        input: &DeviceInput,
-        registration_id: &str,
-        serial: &str,
+        device: &mut dyn Device,
+        cycle: &Cycle<'_>,
         digest: &str,
-        start: Instant,
-        started_at: &str,
-        io0: Duration,
     ) -> Result<Outcome> {
-        let duration = start.elapsed();
+        let registration_id = cycle.registration_id.as_deref().unwrap_or_default();
+        let serial = cycle.serial.as_deref().unwrap_or_default();
+        let duration = cycle.start.elapsed();
         self.store.mark_provisioned(
             registration_id,
             digest,
@@ -550,51 +547,31 @@ impl Workflow {
                 error_code: None,
                 message: None,
                 station: &self.station,
-                operator: &input.operator,
-                port: link.port(),
-                started_at,
+                operator: &cycle.input.operator,
+                port: device.port(),
+                started_at: &cycle.started_at,
                 duration_ms: duration.as_millis() as u64,
             },
         )?;
         Ok(Outcome {
             registration_id: registration_id.to_string(),
             serial: serial.to_string(),
-            duration: start.elapsed(),
-            io_wait: link.stats.io_wait - io0,
+            duration: cycle.start.elapsed(),
+            io_wait: device.io_wait().saturating_sub(cycle.io0),
         })
-    }
-
-    /// Warnings from the credential source an engineer should see.
-    pub fn warnings(&self) -> Vec<String> {
-        self.source.warnings()
     }
 }
 
-/// Wait until a device other than `previous` answers HELLO (the operator swapped devices).
-pub fn wait_for_next_device(
-    link: &mut Link,
-    previous: &str,
-    timeout: Duration,
-    interrupt: &Interrupt,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(signal) = interrupt.requested() {
-            return Err(Error::Interrupted { signal });
-        }
-        match link.hello() {
-            Ok(info) if info.serial != previous => return Ok(()),
-            Ok(_) => std::thread::sleep(Duration::from_millis(200)),
-            Err(e @ (Error::Disconnected { .. } | Error::Io { .. })) => return Err(e),
-            Err(_) => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::NoNextDevice {
-                port: link.port().to_string(),
-                previous: previous.to_string(),
-                waited_s: timeout.as_secs(),
-            });
-        }
+/// The device's own digest of what it holds must be the one sent.
+fn verify(device: &mut dyn Device, expected: &crate::domain::Digest) -> Result<()> {
+    match device.held_digest()? {
+        Some(d) if d == *expected => Ok(()),
+        held => Err(Error::VerifyMismatch {
+            expected: hex(expected),
+            actual: held
+                .map(|d| hex(&d))
+                .unwrap_or_else(|| "no identity".into()),
+        }),
     }
 }
 
@@ -617,12 +594,8 @@ fn resolve_serial(reported: &str, scan: Option<&str>) -> Result<String> {
 }
 
 /// Why writing `credential` to a provisioned device is a re-key, in words.
-fn rekey_refused(
-    e: &crate::store::Enrollment,
-    credential: &attestation::Credential,
-    wanted: &str,
-) -> Error {
-    let cause = match (&e.group_key_id, &credential.group_key_id) {
+fn rekey_refused(e: &Enrollment, credential: &Credential, wanted: &str) -> Error {
+    let cause = match (&e.group_key_id, credential.group_key_id()) {
         (Some(was), Some(now)) if was != now => {
             format!("it was provisioned with group key {was}, the configured group key is {now}")
         }
@@ -640,6 +613,7 @@ fn rekey_refused(
     }
 }
 
+/// Whether the device still listens after this failure (so it is worth a reset).
 fn device_responsive(e: &Error) -> bool {
     matches!(
         e,

@@ -233,7 +233,7 @@ mod tests {
         let hex: Vec<String> = wire.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex.join(" "),
-            include_str!("../../tests/fixtures/hello-frame.hex").trim()
+            include_str!("../../../tests/fixtures/hello-frame.hex").trim()
         );
     }
 

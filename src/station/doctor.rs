@@ -1,6 +1,5 @@
-//! `station doctor`: every check a station needs before a shift, each with what to fix.
+//! `station doctor` (and the window's settings): every check a station needs before a shift, each with what to fix.
 
-use super::output::Out;
 use crate::attestation;
 use crate::config::{self, Config};
 use crate::device;
@@ -8,7 +7,6 @@ use crate::error::{Error, ExitClass};
 use crate::store::Store;
 use serde::Serialize;
 use std::path::Path;
-use std::process::ExitCode;
 
 /// One doctor check and its outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -49,8 +47,9 @@ fn fail(check: &'static str, e: &Error) -> Check {
     }
 }
 
-/// Run every check, print them, and return the exit code (0 when all pass).
-pub fn run(config_path: Option<&Path>, out: Out) -> ExitCode {
+/// Load the configuration at `config_path` and run every check; the worst exit class of
+/// the failed ones (`None` when all pass).
+pub fn report(config_path: Option<&Path>) -> (Vec<Check>, Option<ExitClass>) {
     let mut checks = Vec::new();
     let mut worst: Option<ExitClass> = None;
     let config = match config::load(config_path) {
@@ -67,37 +66,18 @@ pub fn run(config_path: Option<&Path>, out: Out) -> ExitCode {
             None
         }
     };
-    if let Some(c) = &config {
-        for (check, result) in checks_for(c) {
-            match result {
-                Ok(detail) => checks.push(pass(check, detail)),
-                Err(e) => {
-                    if worst != Some(ExitClass::Usage) {
-                        worst = Some(e.exit_class());
-                    }
-                    checks.push(fail(check, &e));
+    for (check, result) in config.as_ref().map(checks_for).unwrap_or_default() {
+        match result {
+            Ok(detail) => checks.push(pass(check, detail)),
+            Err(e) => {
+                if worst != Some(ExitClass::Usage) {
+                    worst = Some(e.exit_class());
                 }
+                checks.push(fail(check, &e));
             }
         }
     }
-    for c in &checks {
-        out.emit(c, || {
-            let mut s = format!(
-                "{} {:<12} {}",
-                if c.ok { "ok  " } else { "FAIL" },
-                c.check,
-                c.detail
-            );
-            if let Some(f) = &c.fix {
-                s.push_str(&format!("\n     fix: {f}"));
-            }
-            s
-        });
-    }
-    match worst {
-        None => ExitCode::SUCCESS,
-        Some(class) => ExitCode::from(class as u8),
-    }
+    (checks, worst)
 }
 
 fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
@@ -106,8 +86,8 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
         "credential",
         attestation::source_from_config(c).map(|s| {
             let mut d = match s.kind() {
-                attestation::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
-                attestation::AttestationKind::Tpm => match &c.attestation.tpm {
+                crate::domain::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
+                crate::domain::AttestationKind::Tpm => match &c.attestation.tpm {
                     Some(t) => match t.tcti.as_deref().filter(|_| t.source == crate::config::TpmReach::Tcti) {
                         Some(tcti) => match attestation::tpm::probe(tcti) {
                             Ok(()) => format!("TPM at `{tcti}` answers; EK root bundle loads"),
@@ -117,7 +97,7 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
                     },
                     None => String::new(),
                 },
-                attestation::AttestationKind::X509 => {
+                crate::domain::AttestationKind::X509 => {
                     "station CA loads: key matches, CA with keyCertSign, valid beyond the device certificates, chain verifies"
                         .to_string()
                 }

@@ -5,7 +5,9 @@
 //! repeated sequence number is a retry: the device replays its last response without acting
 //! twice. This module is pure data: encoding and decoding of bodies, no I/O.
 
-use sha2::{Digest, Sha256};
+use crate::config::{TpmEkType, X509KeyType};
+pub use crate::domain::identity::records_digest;
+pub use crate::domain::{CredentialType, RecordId, hex};
 use std::time::Duration;
 
 /// Protocol versions this station speaks.
@@ -53,77 +55,6 @@ pub mod capability {
 pub mod commit_flag {
     /// Replace an identity the device already holds.
     pub const REPLACE: u8 = 1 << 0;
-}
-
-/// Named records the station writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum RecordId {
-    IdScope = 0x01,
-    GlobalEndpoint = 0x02,
-    RegistrationId = 0x03,
-    CredentialType = 0x04,
-    Credential = 0x05,
-    CredentialSecondary = 0x06,
-    PrivateKey = 0x07,
-}
-
-impl RecordId {
-    /// Records a COMMIT requires.
-    pub const REQUIRED: [RecordId; 5] = [
-        RecordId::IdScope,
-        RecordId::GlobalEndpoint,
-        RecordId::RegistrationId,
-        RecordId::CredentialType,
-        RecordId::Credential,
-    ];
-
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0x01 => RecordId::IdScope,
-            0x02 => RecordId::GlobalEndpoint,
-            0x03 => RecordId::RegistrationId,
-            0x04 => RecordId::CredentialType,
-            0x05 => RecordId::Credential,
-            0x06 => RecordId::CredentialSecondary,
-            0x07 => RecordId::PrivateKey,
-            _ => return None,
-        })
-    }
-
-    /// Whether the device may return this record through READ_RECORD (secrets never).
-    pub fn readable(self) -> bool {
-        !matches!(
-            self,
-            RecordId::Credential | RecordId::CredentialSecondary | RecordId::PrivateKey
-        )
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RecordId::IdScope => "id-scope",
-            RecordId::GlobalEndpoint => "global-endpoint",
-            RecordId::RegistrationId => "registration-id",
-            RecordId::CredentialType => "credential-type",
-            RecordId::Credential => "credential",
-            RecordId::CredentialSecondary => "credential-secondary",
-            RecordId::PrivateKey => "private-key",
-        }
-    }
-}
-
-/// Value of the CREDENTIAL_TYPE record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CredentialType {
-    /// Base64 symmetric key, as the Azure SDKs take it.
-    SymmetricKey = 1,
-    /// X.509 certificate chain (PEM); the key was generated on the device by GEN_CSR.
-    X509DeviceKey = 2,
-    /// X.509 certificate chain (PEM) and its private key in record 0x07 (PKCS#8 DER).
-    X509StationKey = 3,
-    /// The device's TPM: record 0x05 holds the EK's TPM2B_PUBLIC the station enrolled.
-    Tpm = 4,
 }
 
 /// NAK reasons.
@@ -196,7 +127,7 @@ pub struct Timeouts {
 
 /// What the device says about itself in its HELLO response.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DeviceInfo {
+pub struct HelloInfo {
     pub version: u8,
     pub max_body: u16,
     pub capabilities: u32,
@@ -336,7 +267,7 @@ pub fn command_name(k: u8) -> &'static str {
 }
 
 /// Encode a HELLO response body.
-pub fn encode_device_info(d: &DeviceInfo) -> Vec<u8> {
+pub fn encode_device_info(d: &HelloInfo) -> Vec<u8> {
     let mut b = vec![d.version];
     b.extend_from_slice(&d.max_body.to_le_bytes());
     b.extend_from_slice(&d.capabilities.to_le_bytes());
@@ -350,7 +281,7 @@ pub fn encode_device_info(d: &DeviceInfo) -> Vec<u8> {
 }
 
 /// Decode a HELLO response body.
-pub fn decode_device_info(b: &[u8]) -> Option<DeviceInfo> {
+pub fn decode_device_info(b: &[u8]) -> Option<HelloInfo> {
     if b.len() < 8 {
         return None;
     }
@@ -365,7 +296,7 @@ pub fn decode_device_info(b: &[u8]) -> Option<DeviceInfo> {
     let model = strings.pop()?;
     let firmware = strings.pop()?;
     let serial = strings.pop()?;
-    Some(DeviceInfo {
+    Some(HelloInfo {
         version: b[0],
         max_body: u16::from_le_bytes([b[1], b[2]]),
         capabilities: u32::from_le_bytes(b[3..7].try_into().ok()?),
@@ -386,20 +317,6 @@ pub fn decode_digest(b: &[u8]) -> Option<DigestState> {
         provisioned: b[0] != 0,
         digest: b[1..].try_into().ok()?,
     })
-}
-
-/// The digest a device reports over its committed records: SHA-256 over, for each record in
-/// ascending id order, `id | len u16 LE | bytes`.
-pub fn records_digest<'a>(records: impl IntoIterator<Item = (u8, &'a [u8])>) -> [u8; 32] {
-    let mut sorted: Vec<(u8, &[u8])> = records.into_iter().collect();
-    sorted.sort_by_key(|r| r.0);
-    let mut h = Sha256::new();
-    for (id, data) in sorted {
-        h.update([id]);
-        h.update((data.len() as u16).to_le_bytes());
-        h.update(data);
-    }
-    h.finalize().into()
 }
 
 /// Encode a READ_EK response: three length-prefixed (u16 LE) fields: EK TPM2B_PUBLIC, EK
@@ -430,9 +347,31 @@ pub fn decode_ek(b: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     Some((fields.pop()?, cert, srk))
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The byte GEN_CSR carries for a key type.
+pub fn key_type_code(k: X509KeyType) -> u8 {
+    match k {
+        X509KeyType::P256 => 1,
+        X509KeyType::P384 => 2,
+        X509KeyType::Rsa2048 => 3,
+    }
+}
+
+/// The key type a GEN_CSR byte names.
+pub fn key_type_from_code(c: u8) -> Option<X509KeyType> {
+    Some(match c {
+        1 => X509KeyType::P256,
+        2 => X509KeyType::P384,
+        3 => X509KeyType::Rsa2048,
+        _ => return None,
+    })
+}
+
+/// The byte READ_EK carries for an EK type.
+pub fn ek_type_code(t: TpmEkType) -> u8 {
+    match t {
+        TpmEkType::Rsa2048 => 1,
+        TpmEkType::EccP256 => 2,
+    }
 }
 
 #[cfg(test)]
@@ -468,7 +407,7 @@ mod tests {
 
     #[test]
     fn device_info_round_trips_and_rejects_truncation() {
-        let d = DeviceInfo {
+        let d = HelloInfo {
             version: 1,
             max_body: 1024,
             capabilities: capability::SYMMETRIC_KEY,
@@ -480,6 +419,16 @@ mod tests {
         let b = encode_device_info(&d);
         assert_eq!(decode_device_info(&b), Some(d));
         assert_eq!(decode_device_info(&b[..b.len() - 1]), None);
+    }
+
+    #[test]
+    fn capability_bits_are_the_station_capability_word() {
+        use crate::device::Capability as C;
+        assert_eq!(capability::SYMMETRIC_KEY, C::SymmetricKey.bit());
+        assert_eq!(capability::X509_CHAIN, C::X509Chain.bit());
+        assert_eq!(capability::CSR, C::Csr.bit());
+        assert_eq!(capability::TPM_EK, C::TpmEk.bit());
+        assert_eq!(capability::LOCK, C::Lock.bit());
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! The one progress surface: every front end (CLI text, CLI JSON lines, GUI) renders these.
+//! The one progress surface: every front end (CLI text, CLI JSON lines, GUI) renders these,
+//! for a device's cycle and for an upload.
 //!
 //! Order for one device:
-//! `Connecting` → `Identified` → `RegistrationId` → `Credential` → `Recorded` →
+//! `Connecting` → `Identified` → `RegistrationId` → `Credential` → `Warning`* → `Recorded` →
 //! (`AlreadyProvisioned` | `Writing`* → `Committed`) → `Verified` → `Passed`.
-//! `Failed` may follow any event (or come first). Nothing follows `Passed` or `Failed` for
-//! that device; the next device starts again with `Connecting`.
+//! A device that already holds what the database recorded for it (a re-run, or a run a crash
+//! cut short after the device committed) goes `RegistrationId` → `AlreadyProvisioned` →
+//! `Verified` → `Passed` without a new credential. `Failed` may follow any event (or come
+//! first). Nothing follows `Passed` or `Failed` for that device; the next device starts again
+//! with `Connecting`.
+//!
+//! An upload goes `UploadStarted` → (`Request` | `Bulk` | `Retry` | `Conflict` |
+//! `ItemFailed`)* → `UploadFinished`; a verification → `Mismatch`* → `VerifyFinished`.
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// The steps the operator screen shows, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,7 +55,9 @@ impl Step {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Waiting for / talking to the device on `port`.
-    Connecting { port: String },
+    Connecting {
+        port: String,
+    },
     /// The device answered HELLO.
     Identified {
         serial: String,
@@ -57,7 +67,9 @@ pub enum Event {
         provisioned: bool,
     },
     /// The registration ID this device will present to DPS.
-    RegistrationId { registration_id: String },
+    RegistrationId {
+        registration_id: String,
+    },
     /// The credential was obtained (never the key itself).
     Credential {
         attestation: &'static str,
@@ -66,17 +78,30 @@ pub enum Event {
     },
     /// Something the operator should know that did not fail the device (e.g. a TPM without an
     /// EK certificate under policy `warn`); it is recorded with the enrollment.
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
     /// The enrollment is durably recorded as pending.
-    Recorded { registration_id: String },
+    Recorded {
+        registration_id: String,
+    },
     /// The device already holds exactly this identity; nothing is rewritten.
-    AlreadyProvisioned { digest: String },
+    AlreadyProvisioned {
+        digest: String,
+    },
     /// Bytes of the device's records acknowledged so far.
-    Writing { written: usize, total: usize },
+    Writing {
+        written: usize,
+        total: usize,
+    },
     /// The device committed; its digest of what it stored.
-    Committed { digest: String },
+    Committed {
+        digest: String,
+    },
     /// The read-back digest matched.
-    Verified { digest: String },
+    Verified {
+        digest: String,
+    },
     /// The device is provisioned and durably recorded so.
     Passed {
         registration_id: String,
@@ -89,10 +114,51 @@ pub enum Event {
     Failed {
         registration_id: Option<String>,
         serial: Option<String>,
-        code: &'static str,
+        code: crate::error::ErrorCode,
         message: String,
         remedy: &'static str,
     },
+    // Upload and verification (`station upload`, the window's Upload button).
+    UploadStarted {
+        endpoint: String,
+    },
+    /// `--dry-run`: a request that would be sent (signature and keys redacted).
+    Request {
+        method: &'static str,
+        url: String,
+        authorization: String,
+        body: Value,
+    },
+    Bulk {
+        request: u32,
+        mode: &'static str,
+        enrollments: usize,
+        uploaded: usize,
+        conflicts: usize,
+        failed: usize,
+    },
+    Retry {
+        status: Option<u16>,
+        reason: String,
+        wait_ms: u64,
+        attempt: u32,
+    },
+    Conflict {
+        registration_id: String,
+        error_code: Option<i64>,
+        error_status: Option<String>,
+    },
+    ItemFailed {
+        registration_id: String,
+        error_code: Option<i64>,
+        error_status: Option<String>,
+    },
+    Mismatch {
+        registration_id: String,
+        problem: String,
+    },
+    UploadFinished(UploadSummary),
+    VerifyFinished(VerifySummary),
 }
 
 impl Event {
@@ -109,7 +175,7 @@ impl Event {
             }
             Event::Verified { .. } => Step::Verify,
             Event::Passed { .. } => Step::Record,
-            Event::Failed { .. } => return None,
+            _ => return None,
         })
     }
 
@@ -117,4 +183,22 @@ impl Event {
     pub fn is_final(&self) -> bool {
         matches!(self, Event::Passed { .. } | Event::Failed { .. })
     }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct UploadSummary {
+    pub requests: u32,
+    pub uploaded: usize,
+    pub conflicts: usize,
+    pub failed: usize,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VerifySummary {
+    pub requests: u32,
+    pub checked: usize,
+    pub matched: usize,
+    pub mismatched: usize,
 }

@@ -7,11 +7,13 @@
 //! device's cycle: the simulated fixture then presents the next device.
 //!
 //! It must never share code paths with the station side beyond the frame codec and the
-//! message definitions: it is the independent peer the station is tested against.
+//! message definitions: it is the independent peer the station is tested against. The station
+//! side (device … station layers) never imports it; front ends reach it through [`opener`],
+//! which serves `serial.port = "sim"`.
 
-use super::frame::{self, Decoder};
-use super::protocol::{
-    self, CredentialType, DeviceInfo, NakCode, RecordId, Request, capability, commit_flag, kind,
+use crate::device::v1::frame::{self, Decoder};
+use crate::device::v1::protocol::{
+    self, CredentialType, HelloInfo, NakCode, RecordId, Request, capability, commit_flag, kind,
 };
 use serde::{Deserialize, Serialize};
 use serialport::SerialPort;
@@ -668,7 +670,7 @@ fn respond(
             d.session = true;
             d.staged.clear();
             d.staged_key = None;
-            let info = DeviceInfo {
+            let info = HelloInfo {
                 version: protocol::VERSION_MAX.min(*max),
                 max_body: config.max_body,
                 capabilities: config.capabilities,
@@ -839,15 +841,14 @@ fn make_csr(
     common_name: &str,
     faults: &Faults,
 ) -> Result<(Vec<u8>, Vec<u8>), NakCode> {
-    use crate::config::X509KeyType;
-    let key = match faults.csr_key.as_deref() {
-        Some("ed25519") => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
-        Some("p256") => X509KeyType::P256.generate(),
-        Some("p384") => X509KeyType::P384.generate(),
-        Some("rsa2048") => X509KeyType::Rsa2048.generate(),
-        _ => X509KeyType::from_code(key_type)
-            .ok_or(NakCode::BadRecord)?
-            .generate(),
+    use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519};
+    let rsa = || KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048);
+    let key = match (faults.csr_key.as_deref(), key_type) {
+        (Some("ed25519"), _) => KeyPair::generate_for(&PKCS_ED25519),
+        (Some("p256"), _) | (None, 1) => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256),
+        (Some("p384"), _) | (None, 2) => KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384),
+        (Some("rsa2048"), _) | (None, 3) => rsa(),
+        _ => return Err(NakCode::BadRecord),
     }
     .map_err(|_| NakCode::StorageFailure)?;
     let mut params = rcgen::CertificateParams::default();
@@ -878,11 +879,35 @@ fn read_ek(config: &SimConfig, ek_type: u8) -> Result<Vec<u8>, NakCode> {
         2 => TpmEkType::EccP256,
         _ => return Err(NakCode::BadRecord),
     };
-    let r = crate::attestation::tpm::read_ek_tcti(tcti, t, false, true, true)
+    let r = crate::device::tpm::read_ek_tcti(tcti, t, false, true, true)
         .map_err(|_| NakCode::StorageFailure)?;
     Ok(protocol::encode_ek(
         &r.public,
         r.certificate.as_deref().unwrap_or_default(),
         r.srk.as_deref().unwrap_or_default(),
     ))
+}
+/// Open fixtures as [`crate::device::open`] does, plus `sim`: the built-in simulator on a
+/// fresh pseudo-terminal, configured by `[simulator]` and kept alive with the fixture.
+pub fn opener() -> crate::device::Opener {
+    std::sync::Arc::new(|config, port| {
+        let port = port.unwrap_or(&config.serial.port);
+        if port != "sim" {
+            return crate::device::open(config, Some(port));
+        }
+        let mut sc = SimConfig::new(config.resolve(&config.simulator.flash_dir));
+        sc.serial_prefix = config.simulator.serial_prefix.clone();
+        sc.baud = config.simulator.baud;
+        let handle = spawn(sc).map_err(|e| crate::Error::PortUnavailable {
+            port: "sim".into(),
+            message: format!("cannot start the built-in simulator: {e}"),
+        })?;
+        let baud = if config.simulator.baud > 0 {
+            config.simulator.baud
+        } else {
+            config.serial.baud
+        };
+        let device = crate::device::open_serial(config, &handle.path, baud)?;
+        Ok(crate::device::Fixture::keeping(device, Box::new(handle)))
+    })
 }

@@ -6,8 +6,11 @@
 //! station's own overhead separately from the line.
 
 use super::frame::{self, Decoder, Frame, FrameError};
-use super::protocol::{self, DeviceInfo, DigestState, NakCode, Request, Timeouts, kind};
-use super::transport::{Transport, is_disconnect};
+use super::protocol::{self, DigestState, HelloInfo, NakCode, Request, Timeouts, kind};
+use crate::config::{TpmEkType, X509KeyType};
+use crate::device::transport::{Transport, is_disconnect};
+use crate::device::{Device, DeviceInfo, ReportedEk};
+use crate::domain::{Digest, RecordId};
 use crate::error::{Error, Result};
 use std::time::{Duration, Instant};
 
@@ -264,7 +267,7 @@ impl Link {
     }
 
     /// HELLO: negotiate the version and learn who the device is.
-    pub fn hello(&mut self) -> Result<DeviceInfo> {
+    pub fn hello(&mut self) -> Result<HelloInfo> {
         self.decoder.reset();
         let _ = self.transport.discard_input();
         let req = Request::Hello {
@@ -418,19 +421,74 @@ fn nak_error(command: &'static str, body: &[u8]) -> Error {
     }
 }
 
-impl crate::attestation::DeviceOps for Link {
-    fn generate_csr(&mut self, key_type: u8, common_name: &str) -> Result<Vec<u8>> {
-        self.gen_csr(key_type, common_name)
+impl Device for Link {
+    fn port(&self) -> &str {
+        self.transport.port_name()
     }
 
-    fn read_ek(&mut self, ek_type: u8) -> Result<crate::attestation::ReportedEk> {
-        let f = self.request(&Request::ReadEk { ek_type })?;
+    fn identify(&mut self) -> Result<DeviceInfo> {
+        let h = self.hello()?;
+        Ok(DeviceInfo {
+            protocol: h.version,
+            capabilities: h.capabilities,
+            holds_identity: h.provisioned,
+            serial: h.serial,
+            firmware: h.firmware,
+            model: h.model,
+        })
+    }
+
+    fn held_registration_id(&mut self) -> Result<Option<String>> {
+        Ok(self
+            .read_record(RecordId::RegistrationId as u8)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn held_digest(&mut self) -> Result<Option<Digest>> {
+        let d = self.read_digest()?;
+        Ok(d.provisioned.then_some(d.digest))
+    }
+
+    fn stage(
+        &mut self,
+        record: RecordId,
+        bytes: &[u8],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.write_record(record as u8, bytes, |n, _| progress(n))
+    }
+
+    fn commit(&mut self, replace: bool) -> Result<Digest> {
+        let flags = if replace {
+            protocol::commit_flag::REPLACE
+        } else {
+            0
+        };
+        Ok(Link::commit(self, flags)?.digest)
+    }
+
+    fn generate_csr(&mut self, key_type: X509KeyType, common_name: &str) -> Result<Vec<u8>> {
+        self.gen_csr(protocol::key_type_code(key_type), common_name)
+    }
+
+    fn read_ek(&mut self, ek_type: TpmEkType) -> Result<ReportedEk> {
+        let f = self.request(&Request::ReadEk {
+            ek_type: protocol::ek_type_code(ek_type),
+        })?;
         let (public, cert, srk) = protocol::decode_ek(&f.body)
             .ok_or_else(|| self.protocol_error("READ_EK", "malformed READ_EK response"))?;
-        Ok(crate::attestation::ReportedEk {
+        Ok(ReportedEk {
             public,
             certificate: (!cert.is_empty()).then_some(cert),
             srk: (!srk.is_empty()).then_some(srk),
         })
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        Link::reset(self)
+    }
+
+    fn io_wait(&self) -> Duration {
+        self.stats.io_wait
     }
 }

@@ -1,0 +1,137 @@
+//! What a provisioned device holds: named records (DPS coordinates, registration ID, the
+//! credential), and the digest over them that proves the device stored exactly these.
+//!
+//! Record ids are the station's own numbering; protocol v1 carries them unchanged
+//! (docs/protocol.md §4), another protocol maps them to its own keys.
+
+use super::credential::{Credential, SecretBytes};
+use sha2::{Digest as _, Sha256};
+
+/// SHA-256 over an identity's records (see [`records_digest`]).
+pub type Digest = [u8; 32];
+
+/// Named records an identity consists of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum RecordId {
+    IdScope = 0x01,
+    GlobalEndpoint = 0x02,
+    RegistrationId = 0x03,
+    CredentialType = 0x04,
+    Credential = 0x05,
+    CredentialSecondary = 0x06,
+    PrivateKey = 0x07,
+}
+
+impl RecordId {
+    /// Records every identity has.
+    pub const REQUIRED: [RecordId; 5] = [
+        RecordId::IdScope,
+        RecordId::GlobalEndpoint,
+        RecordId::RegistrationId,
+        RecordId::CredentialType,
+        RecordId::Credential,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0x01 => RecordId::IdScope,
+            0x02 => RecordId::GlobalEndpoint,
+            0x03 => RecordId::RegistrationId,
+            0x04 => RecordId::CredentialType,
+            0x05 => RecordId::Credential,
+            0x06 => RecordId::CredentialSecondary,
+            0x07 => RecordId::PrivateKey,
+            _ => return None,
+        })
+    }
+
+    /// Whether a device may give this record back (secrets never).
+    pub fn readable(self) -> bool {
+        !matches!(
+            self,
+            RecordId::Credential | RecordId::CredentialSecondary | RecordId::PrivateKey
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordId::IdScope => "id-scope",
+            RecordId::GlobalEndpoint => "global-endpoint",
+            RecordId::RegistrationId => "registration-id",
+            RecordId::CredentialType => "credential-type",
+            RecordId::Credential => "credential",
+            RecordId::CredentialSecondary => "credential-secondary",
+            RecordId::PrivateKey => "private-key",
+        }
+    }
+}
+
+/// Value of the CREDENTIAL_TYPE record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CredentialType {
+    /// Base64 symmetric key, as the Azure SDKs take it.
+    SymmetricKey = 1,
+    /// X.509 certificate chain (PEM); the key was generated on the device.
+    X509DeviceKey = 2,
+    /// X.509 certificate chain (PEM) and its private key in the PRIVATE_KEY record (PKCS#8 DER).
+    X509StationKey = 3,
+    /// The device's TPM: the CREDENTIAL record holds the EK's TPM2B_PUBLIC the station enrolled.
+    Tpm = 4,
+}
+
+/// The digest a device reports over its committed records: SHA-256 over, for each record in
+/// ascending id order, `id | len u16 LE | bytes`.
+pub fn records_digest<'a>(records: impl IntoIterator<Item = (u8, &'a [u8])>) -> Digest {
+    let mut sorted: Vec<(u8, &[u8])> = records.into_iter().collect();
+    sorted.sort_by_key(|r| r.0);
+    let mut h = Sha256::new();
+    for (id, data) in sorted {
+        h.update([id]);
+        h.update((data.len() as u16).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize().into()
+}
+
+/// Everything the station writes into one device, in record order.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    records: Vec<(RecordId, SecretBytes)>,
+}
+
+impl Identity {
+    /// The DPS coordinates, the registration ID and the credential's records.
+    pub fn new(
+        id_scope: &str,
+        global_endpoint: &str,
+        registration_id: &str,
+        credential: &Credential,
+    ) -> Self {
+        let text = |s: &str| SecretBytes(s.as_bytes().to_vec());
+        let mut records = vec![
+            (RecordId::IdScope, text(id_scope)),
+            (RecordId::GlobalEndpoint, text(global_endpoint)),
+            (RecordId::RegistrationId, text(registration_id)),
+        ];
+        records.extend(credential.records());
+        records.sort_by_key(|r| r.0);
+        Self { records }
+    }
+
+    /// The records, in ascending id order.
+    pub fn records(&self) -> impl Iterator<Item = (RecordId, &[u8])> {
+        self.records.iter().map(|(id, b)| (*id, b.0.as_slice()))
+    }
+
+    /// Bytes over all records (for write progress).
+    pub fn total_len(&self) -> usize {
+        self.records.iter().map(|(_, b)| b.0.len()).sum()
+    }
+
+    /// What the device reports once it holds exactly these records.
+    pub fn digest(&self) -> Digest {
+        records_digest(self.records().map(|(id, b)| (id as u8, b)))
+    }
+}

@@ -1,0 +1,218 @@
+//! The station's work besides the fixture: start-of-run checks, export, upload and
+//! verification. Each is a plain function (the command line calls them in turn); [`Jobs`] runs
+//! them on a thread of their own for the window, so a slow network never holds up a fixture.
+
+use super::doctor::{self, Check};
+use crate::attestation::symmetric::SymmetricKeySource;
+use crate::config::Config;
+use crate::domain::{Event, Status};
+use crate::dps::export::{self, ExportSummary};
+use crate::dps::upload::{self, Dps, UploadOptions, UploadSummary, VerifySummary};
+use crate::dps::{enrollment::DpsOptions, publish};
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::Store;
+use serde_json::json;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+/// Something the technician or engineer must know at start, in words and as a JSON event.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The JSON form (with its `event` name).
+    pub json: serde_json::Value,
+    pub text: String,
+}
+
+/// The group keys an export needs to re-derive keys (none outside symmetric mode).
+pub fn keys(config: &Config) -> Result<Option<SymmetricKeySource>> {
+    SymmetricKeySource::from_config(config)
+}
+
+/// Devices an earlier run left unfinished, and batches committed but never published
+/// (re-created), orphan temporary export files (removed).
+pub fn start_checks(config: &Config, store: &Store) -> Result<Vec<Notice>> {
+    let mut notices = unfinished(store)?;
+    let keys = keys(config)?;
+    let done = publish::repair(store, keys.as_ref(), &config.export_dir())?;
+    for batch in &done.recreated {
+        notices.push(Notice {
+            json: json!({"event": "batch_recreated", "batch": batch}),
+            text: format!(
+                "warning: batch {batch} was recorded but its files were missing; re-created them"
+            ),
+        });
+    }
+    for path in &done.removed {
+        notices.push(Notice {
+            json: json!({"event": "temporary_file_removed", "path": path}),
+            text: format!(
+                "removed {} left by an export that did not finish",
+                path.display()
+            ),
+        });
+    }
+    for (p, why) in &done.failed {
+        notices.push(Notice {
+            json: json!({"event": "batch_unpublished", "batch": p.batch, "file": p.file, "problem": p.problem, "error": why, "fix": p.fix()}),
+            text: format!(
+                "warning: batch {}: {} is {}; re-creating it failed ({why}); fix that, then run `{}`",
+                p.batch,
+                p.file.display(),
+                p.problem,
+                p.fix()
+            ),
+        });
+    }
+    Ok(notices)
+}
+
+/// Devices recorded but never verified (a crash, an unplugged device).
+fn unfinished(store: &Store) -> Result<Vec<Notice>> {
+    let pending = store.list(Some(Status::Pending), None, 20, 0)?;
+    if pending.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total = store.counts()?.pending;
+    let serials: Vec<&str> = pending.iter().map(|e| e.device_serial.as_str()).collect();
+    Ok(vec![Notice {
+        json: json!({"event": "unfinished", "count": total, "serials": serials}),
+        text: format!(
+            "warning: {total} device(s) were left unfinished by an earlier run (recorded, never verified): {}{} — put each on the fixture again; the station finishes it from what the device holds",
+            serials.join(", "),
+            if total as usize > serials.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ),
+    }])
+}
+
+/// Export a new batch of every provisioned enrollment not yet exported, into `dir` (default:
+/// the configured export directory); `None` when there is nothing to export.
+pub fn export_new(config: &Config, dir: Option<&Path>) -> Result<Option<ExportSummary>> {
+    let mut store = Store::open(&config.database_path())?;
+    let keys = keys(config)?;
+    let dir = dir.map_or_else(|| config.export_dir(), Path::to_path_buf);
+    export::export_new(
+        &mut store,
+        &config.station.id,
+        &DpsOptions::from_config(&config.dps),
+        keys.as_ref(),
+        &dir,
+    )
+}
+
+/// Write batch `id` again into `dir` (default: the export directory).
+pub fn export_again(config: &Config, id: &str, dir: Option<&Path>) -> Result<ExportSummary> {
+    let store = Store::open(&config.database_path())?;
+    let keys = keys(config)?;
+    let dir = dir.map_or_else(|| config.export_dir(), Path::to_path_buf);
+    export::export_again(&store, id, keys.as_ref(), &dir)
+}
+
+fn dps(config: &Config, endpoint: Option<&str>) -> Result<Dps> {
+    let section = config.upload.as_ref().ok_or(Error::Upload {
+        code: ErrorCode::UploadNotConfigured,
+        message: "station.toml has no [upload] section".into(),
+    })?;
+    Dps::new(config, section, endpoint)
+}
+
+/// Upload every exported enrollment DPS does not hold yet.
+pub fn upload(
+    config: &Config,
+    endpoint: Option<&str>,
+    options: &UploadOptions,
+    emit: &mut dyn FnMut(Event),
+) -> Result<UploadSummary> {
+    let mut dps = dps(config, endpoint)?;
+    let mut store = Store::open(&config.database_path())?;
+    upload::upload(&mut store, &mut dps, keys(config)?.as_ref(), options, emit)
+}
+
+/// Read back every uploaded enrollment from DPS and compare.
+pub fn verify(
+    config: &Config,
+    endpoint: Option<&str>,
+    emit: &mut dyn FnMut(Event),
+) -> Result<VerifySummary> {
+    let mut dps = dps(config, endpoint)?;
+    let mut store = Store::open(&config.database_path())?;
+    upload::verify(&mut store, &mut dps, keys(config)?.as_ref(), emit)
+}
+
+/// Work the window hands to the jobs thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Export,
+    Upload,
+    Doctor,
+}
+
+/// What a job came to.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Exported(std::result::Result<Option<ExportSummary>, super::Problem>),
+    Uploaded(std::result::Result<UploadSummary, super::Problem>),
+    Checked(Vec<Check>),
+    /// Upload progress.
+    Event(Event),
+}
+
+/// The jobs thread: runs [`Job`]s one after another, reports [`JobOutcome`]s.
+pub struct Jobs {
+    tx: Option<Sender<Job>>,
+    pub rx: Receiver<JobOutcome>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Jobs {
+    /// Start the thread; `wake` is called after every report.
+    pub fn spawn(config: Config, wake: impl Fn() + Send + 'static) -> Self {
+        let (tx, jobs) = channel::<Job>();
+        let (reports, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name("station-jobs".into())
+            .spawn(move || {
+                let send = |r: JobOutcome| {
+                    let _ = reports.send(r);
+                    wake();
+                };
+                for job in jobs {
+                    send(match job {
+                        Job::Export => {
+                            JobOutcome::Exported(export_new(&config, None).map_err(|e| (&e).into()))
+                        }
+                        Job::Upload => JobOutcome::Uploaded(
+                            upload(&config, None, &UploadOptions::default(), &mut |e| {
+                                send(JobOutcome::Event(e))
+                            })
+                            .map_err(|e| (&e).into()),
+                        ),
+                        Job::Doctor => JobOutcome::Checked(doctor::checks(&config)),
+                    });
+                }
+            })
+            .expect("spawn the jobs thread");
+        Self {
+            tx: Some(tx),
+            rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queue `job`; false when the thread has ended.
+    pub fn send(&self, job: Job) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.send(job).is_ok())
+    }
+}
+
+impl Drop for Jobs {
+    /// Ends the thread after the job in progress; an upload is not waited for (it resumes
+    /// where it stopped next time).
+    fn drop(&mut self) {
+        self.tx.take();
+        self.thread.take();
+    }
+}

@@ -1,0 +1,1 @@
+//! Workflow unit tests against an in-process fake device.
