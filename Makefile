@@ -5,7 +5,7 @@ APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps gui-runtime run run-headless test bench screenshot cargo-deb deb deb-check
+.PHONY: deps gui-deps gui-runtime run run-headless test headless bench screenshot cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -30,10 +30,21 @@ run-headless: deps
 	./target/debug/station export
 	./target/debug/station list --limit 10
 
-test: deps deb-check
+test: deps deb-check headless
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+# The headless build (no window, no eframe/egui linked) for MES line PCs: it must build,
+# lint clean, link no GUI crate, and refuse the window with a usage error.
+headless: deps
+	$(CARGO) clippy --no-default-features --lib --bins --target-dir target/headless -- -D warnings
+	$(CARGO) build --no-default-features --target-dir target/headless
+	@if $(CARGO) tree --no-default-features -e normal --prefix none | grep -E '^(eframe|egui|egui_extras|winit|glow) '; then \
+	  echo "the headless build links the crates above"; exit 1; fi
+	@target/headless/debug/station --version
+	@target/headless/debug/station >/dev/null 2>&1; rc=$$?; [ $$rc = 2 ] || { echo "headless station without a command exited $$rc, expected 2"; exit 1; }
+	@echo "headless station: builds, links no eframe/egui, refuses the window with exit 2"
 
 CARGO_DEB_VERSION := 3.8.0
 

@@ -151,11 +151,7 @@ fn sibling_files_do_not_import_each_other_both_ways() {
                 let mut rest = line;
                 while let Some(i) = rest.find(&prefix) {
                     rest = &rest[i + prefix.len()..];
-                    let name: String = rest
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    named.push(name);
+                    named.extend(names_at(rest));
                 }
             }
         }
@@ -177,6 +173,33 @@ fn sibling_files_do_not_import_each_other_both_ways() {
         }
     }
     assert!(loops.is_empty(), "import loops:\n{}", loops.join("\n"));
+}
+
+/// The names a path continues with: `x::...` gives `x`, `{a, b::c}` gives `a` and `b`.
+fn names_at(rest: &str) -> Vec<String> {
+    let word = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    match rest.strip_prefix('{') {
+        Some(group) => group
+            .split('}')
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(word)
+            .filter(|w| !w.is_empty())
+            .collect(),
+        None => vec![word(rest)],
+    }
+}
+
+#[test]
+fn grouped_imports_name_every_member() {
+    assert_eq!(names_at("{app, panels::draw};"), ["app", "panels"]);
+    assert_eq!(names_at("worker::spawn("), ["worker"]);
 }
 
 #[test]

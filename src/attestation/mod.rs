@@ -76,26 +76,24 @@ pub trait CredentialSource: Send {
 pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> {
     match config.attestation.mode {
         crate::config::AttestationMode::Symmetric => {
-            let section =
-                config
-                    .attestation
-                    .symmetric
-                    .as_ref()
-                    .ok_or_else(|| Error::MissingSection {
-                        section: "[attestation.symmetric]",
-                    })?;
+            let section = config
+                .attestation
+                .symmetric
+                .as_ref()
+                .ok_or(Error::MissingSection {
+                    section: "[attestation.symmetric]",
+                })?;
             let keys = symmetric::SymmetricKeySource::load(section, |p| config.resolve(p))?;
             Ok(Box::new(keys))
         }
         crate::config::AttestationMode::X509 => {
-            let section =
-                config
-                    .attestation
-                    .x509
-                    .as_ref()
-                    .ok_or_else(|| Error::MissingSection {
-                        section: "[attestation.x509]",
-                    })?;
+            let section = config
+                .attestation
+                .x509
+                .as_ref()
+                .ok_or(Error::MissingSection {
+                    section: "[attestation.x509]",
+                })?;
             Ok(Box::new(x509::StationCa::load(section, |p| {
                 config.resolve(p)
             })?))
@@ -105,7 +103,7 @@ pub fn source_from_config(config: &Config) -> Result<Box<dyn CredentialSource>> 
                 .attestation
                 .tpm
                 .as_ref()
-                .ok_or_else(|| Error::MissingSection {
+                .ok_or(Error::MissingSection {
                     section: "[attestation.tpm]",
                 })?;
             Ok(Box::new(tpm::TpmSource::load(section, |p| {

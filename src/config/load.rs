@@ -67,6 +67,16 @@ fn bad(key: &str, message: impl Into<String>) -> Invalid {
 }
 
 fn validate(c: &Config) -> std::result::Result<(), Invalid> {
+    validate_station_and_dps(c)?;
+    validate_registration_and_attestation(c)?;
+    validate_upload(c)?;
+    validate_tpm(c)?;
+    validate_serial(c)?;
+    Ok(())
+}
+
+/// The checks serde cannot express, for `[station]` and `[dps]`.
+fn validate_station_and_dps(c: &Config) -> std::result::Result<(), Invalid> {
     if c.station.id.trim().is_empty() {
         return Err(bad("station.id", "expected a non-empty station name"));
     }
@@ -116,6 +126,11 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             "\"custom\" allocation needs a webhook this station does not configure; use hashed, geoLatency or static",
         ));
     }
+    Ok(())
+}
+
+/// The checks serde cannot express, for `[registration]` and `[attestation]`.
+fn validate_registration_and_attestation(c: &Config) -> std::result::Result<(), Invalid> {
     let template =
         Template::parse(&c.registration.template).map_err(|m| bad("registration.template", m))?;
     if !template.is_per_device() {
@@ -161,6 +176,11 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             Some(_) => {}
         }
     }
+    Ok(())
+}
+
+/// The checks serde cannot express, for `[upload]`.
+fn validate_upload(c: &Config) -> std::result::Result<(), Invalid> {
     if let Some(u) = &c.upload {
         if !is_host_name(&u.host) {
             return Err(bad(
@@ -200,6 +220,11 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The checks serde cannot express, for `[attestation.tpm]`.
+fn validate_tpm(c: &Config) -> std::result::Result<(), Invalid> {
     if c.attestation.mode == AttestationMode::Tpm {
         let Some(t) = &c.attestation.tpm else {
             return Err(bad(
@@ -220,6 +245,11 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The checks serde cannot express, for `[serial]` and `[simulator]`.
+fn validate_serial(c: &Config) -> std::result::Result<(), Invalid> {
     let port = c.serial.port.as_str();
     if port != "sim" && port != "auto" && !port.starts_with('/') {
         return Err(bad(

@@ -97,6 +97,11 @@ fn tpm2b(public: Public) -> Result<Vec<u8>> {
         .map_err(|e| tpm_error(ErrorCode::TpmBadEk, format!("cannot encode the EK: {e}")))
 }
 
+/// The error for a TPM that cannot be reached (or fails) at `tcti`.
+fn tpm_unreachable(tcti: &str) -> impl Fn(tss_esapi::Error) -> Error + '_ {
+    move |e| tpm_error(ErrorCode::TpmUnreachable, format!("TPM at `{tcti}`: {e}"))
+}
+
 /// Read the EK (and optionally the SRK and the EK certificate) through a TCTI such as
 /// `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...` or `tabrmd:...`.
 pub fn read_ek_tcti(
@@ -106,87 +111,22 @@ pub fn read_ek_tcti(
     include_srk: bool,
     want_certificate: bool,
 ) -> Result<EkReading> {
-    let unreachable =
-        |e: tss_esapi::Error| tpm_error(ErrorCode::TpmUnreachable, format!("TPM at `{tcti}`: {e}"));
-    let conf = TctiNameConf::from_str(tcti).map_err(unreachable)?;
-    let mut ctx = tss_esapi::Context::new(conf).map_err(unreachable)?;
-    // Ask which handles exist first, so that reading an absent one is neither an error
-    // (tpm2-tss logs those to stderr) nor a wasted round trip.
-    let present = |ctx: &mut tss_esapi::Context, first: u32| -> Vec<u32> {
-        match ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, first, 64) {
-            Ok((tss_esapi::structures::CapabilityData::Handles(list), _)) => list
-                .into_inner()
-                .into_iter()
-                .filter_map(|h| match h {
-                    TpmHandle::Persistent(p) => Some(u32::from(p)),
-                    TpmHandle::NvIndex(n) => Some(u32::from(n)),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
+    let conf = TctiNameConf::from_str(tcti).map_err(tpm_unreachable(tcti))?;
+    let mut ctx = tss_esapi::Context::new(conf).map_err(tpm_unreachable(tcti))?;
     let persistent_handles = present(&mut ctx, 0x8100_0000);
-    let persistent = |ctx: &mut tss_esapi::Context, handle: u32| -> Option<Public> {
-        if !persistent_handles.contains(&handle) {
-            return None;
-        }
-        let h = PersistentTpmHandle::new(handle).ok()?;
-        let obj = ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(h)))
-            .ok()?;
-        let public = ctx
-            .read_public(KeyHandle::from(obj))
-            .ok()
-            .map(|(p, _, _)| p);
-        let _ = ctx.tr_close(&mut obj.clone());
-        public
-    };
-    let (public, origin) = match persistent(&mut ctx, EK_HANDLE) {
+    let (public, origin) = match persistent(&mut ctx, &persistent_handles, EK_HANDLE) {
         Some(p) => (p, "persistent"),
-        None => {
-            let handle =
-                ek::create_ek_object_2(&mut ctx, ek_type.selection(), None).map_err(|e| {
-                    tpm_error(
-                        ErrorCode::TpmNoEk,
-                        format!("no EK at 0x81010001 and creating one failed: {e}"),
-                    )
-                })?;
-            let (public, _, _) = ctx.read_public(handle).map_err(unreachable)?;
-            let origin = if persist {
-                let target = PersistentTpmHandle::new(EK_HANDLE).map_err(unreachable)?;
-                ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                    c.evict_control(
-                        Provision::Owner,
-                        ObjectHandle::from(handle),
-                        Persistent::Persistent(target),
-                    )
-                })
-                .map_err(|e| {
-                    tpm_error(
-                        ErrorCode::TpmPersistFailed,
-                        format!("cannot persist the EK at 0x81010001: {e}"),
-                    )
-                })?;
-                "created-and-persisted"
-            } else {
-                "created"
-            };
-            let _ = ctx.flush_context(ObjectHandle::from(handle));
-            (public, origin)
-        }
+        None => create_ek(&mut ctx, tcti, ek_type, persist)?,
     };
-    let nv_index = match ek_type {
-        TpmEkType::Rsa2048 => 0x01c0_0002,
-        TpmEkType::EccP256 => 0x01c0_000a,
-    };
-    let certificate = if want_certificate && present(&mut ctx, 0x0100_0000).contains(&nv_index) {
-        ek::retrieve_ek_pubcert(&mut ctx, ek_type.selection()).ok()
+    let certificate = if want_certificate {
+        ek_certificate(&mut ctx, ek_type)
     } else {
         None
     };
     let srk = if include_srk {
-        persistent(&mut ctx, SRK_HANDLE).map(tpm2b).transpose()?
+        persistent(&mut ctx, &persistent_handles, SRK_HANDLE)
+            .map(tpm2b)
+            .transpose()?
     } else {
         None
     };
@@ -198,11 +138,100 @@ pub fn read_ek_tcti(
     })
 }
 
+/// The persistent handles and NV indices from `first` on. Asking which handles exist first
+/// makes reading an absent one neither an error (tpm2-tss logs those to stderr) nor a wasted
+/// round trip.
+fn present(ctx: &mut tss_esapi::Context, first: u32) -> Vec<u32> {
+    match ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, first, 64) {
+        Ok((tss_esapi::structures::CapabilityData::Handles(list), _)) => list
+            .into_inner()
+            .into_iter()
+            .filter_map(|h| match h {
+                TpmHandle::Persistent(p) => Some(u32::from(p)),
+                TpmHandle::NvIndex(n) => Some(u32::from(n)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The public area of the persistent object at `handle`, if it is among `present_handles`
+/// and readable.
+fn persistent(
+    ctx: &mut tss_esapi::Context,
+    present_handles: &[u32],
+    handle: u32,
+) -> Option<Public> {
+    if !present_handles.contains(&handle) {
+        return None;
+    }
+    let h = PersistentTpmHandle::new(handle).ok()?;
+    let obj = ctx
+        .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(h)))
+        .ok()?;
+    let public = ctx
+        .read_public(KeyHandle::from(obj))
+        .ok()
+        .map(|(p, _, _)| p);
+    let _ = ctx.tr_close(&mut obj.clone());
+    public
+}
+
+/// Create the EK from the TCG default template (persisting it at 0x81010001 if `persist`);
+/// returns its public area and origin.
+fn create_ek(
+    ctx: &mut tss_esapi::Context,
+    tcti: &str,
+    ek_type: TpmEkType,
+    persist: bool,
+) -> Result<(Public, &'static str)> {
+    let handle = ek::create_ek_object_2(ctx, ek_type.selection(), None).map_err(|e| {
+        tpm_error(
+            ErrorCode::TpmNoEk,
+            format!("no EK at 0x81010001 and creating one failed: {e}"),
+        )
+    })?;
+    let (public, _, _) = ctx.read_public(handle).map_err(tpm_unreachable(tcti))?;
+    let origin = if persist {
+        let target = PersistentTpmHandle::new(EK_HANDLE).map_err(tpm_unreachable(tcti))?;
+        ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.evict_control(
+                Provision::Owner,
+                ObjectHandle::from(handle),
+                Persistent::Persistent(target),
+            )
+        })
+        .map_err(|e| {
+            tpm_error(
+                ErrorCode::TpmPersistFailed,
+                format!("cannot persist the EK at 0x81010001: {e}"),
+            )
+        })?;
+        "created-and-persisted"
+    } else {
+        "created"
+    };
+    let _ = ctx.flush_context(ObjectHandle::from(handle));
+    Ok((public, origin))
+}
+
+/// The EK certificate (DER) from its NV index, if the index is present and readable.
+fn ek_certificate(ctx: &mut tss_esapi::Context, ek_type: TpmEkType) -> Option<Vec<u8>> {
+    let nv_index = match ek_type {
+        TpmEkType::Rsa2048 => 0x01c0_0002,
+        TpmEkType::EccP256 => 0x01c0_000a,
+    };
+    if present(ctx, 0x0100_0000).contains(&nv_index) {
+        ek::retrieve_ek_pubcert(ctx, ek_type.selection()).ok()
+    } else {
+        None
+    }
+}
+
 /// Check that a TPM answers at `tcti`.
 pub fn probe(tcti: &str) -> Result<()> {
-    let unreachable =
-        |e: tss_esapi::Error| tpm_error(ErrorCode::TpmUnreachable, format!("TPM at `{tcti}`: {e}"));
-    let conf = TctiNameConf::from_str(tcti).map_err(unreachable)?;
-    let mut ctx = tss_esapi::Context::new(conf).map_err(unreachable)?;
-    ctx.get_random(8).map(|_| ()).map_err(unreachable)
+    let conf = TctiNameConf::from_str(tcti).map_err(tpm_unreachable(tcti))?;
+    let mut ctx = tss_esapi::Context::new(conf).map_err(tpm_unreachable(tcti))?;
+    ctx.get_random(8).map(|_| ()).map_err(tpm_unreachable(tcti))
 }

@@ -4,7 +4,7 @@
 //! `attestation/`.
 
 use super::AttestationKind;
-use super::identity::{CredentialType, RecordId};
+use super::record::{CredentialType, Digest, RecordId, records_digest};
 
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -225,5 +225,46 @@ impl Credential {
             Credential::Tpm(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+/// Everything the station writes into one device, in record order.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    records: Vec<(RecordId, SecretBytes)>,
+}
+
+impl Identity {
+    /// The DPS coordinates, the registration ID and the credential's records.
+    pub fn new(
+        id_scope: &str,
+        global_endpoint: &str,
+        registration_id: &str,
+        credential: &Credential,
+    ) -> Self {
+        let text = |s: &str| SecretBytes(s.as_bytes().to_vec());
+        let mut records = vec![
+            (RecordId::IdScope, text(id_scope)),
+            (RecordId::GlobalEndpoint, text(global_endpoint)),
+            (RecordId::RegistrationId, text(registration_id)),
+        ];
+        records.extend(credential.records());
+        records.sort_by_key(|r| r.0);
+        Self { records }
+    }
+
+    /// The records, in ascending id order.
+    pub fn records(&self) -> impl Iterator<Item = (RecordId, &[u8])> {
+        self.records.iter().map(|(id, b)| (*id, b.0.as_slice()))
+    }
+
+    /// Bytes over all records (for write progress).
+    pub fn total_len(&self) -> usize {
+        self.records.iter().map(|(_, b)| b.0.len()).sum()
+    }
+
+    /// What the device reports once it holds exactly these records.
+    pub fn digest(&self) -> Digest {
+        records_digest(self.records().map(|(id, b)| (id as u8, b)))
     }
 }

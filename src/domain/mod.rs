@@ -3,20 +3,20 @@
 //!
 //! A registration ID and the template that forms it ([`registration_id`]); the attestation
 //! kinds and a device's [`Credential`] (one enum arm per kind, [`credential`]); the named
-//! records an identity consists of and their digest ([`identity`]); an enrollment as the
+//! records an identity consists of and their digest ([`record`]); an enrollment as the
 //! station records it ([`enrollment`]); and the one progress event type every front end
 //! renders ([`event`]).
 
 pub mod credential;
 pub mod enrollment;
 pub mod event;
-pub mod identity;
+pub mod record;
 pub mod registration_id;
 
-pub use credential::{Credential, KeySource, Minted, Secret, SecretBytes, TpmMaterial};
+pub use credential::{Credential, Identity, KeySource, Minted, Secret, SecretBytes, TpmMaterial};
 pub use enrollment::{Enrollment, Status};
 pub use event::{Event, Step};
-pub use identity::{CredentialType, Digest, Identity, RecordId};
+pub use record::{CredentialType, Digest, RecordId};
 
 /// Attestation kinds, spelled as the DPS API spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

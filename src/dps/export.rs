@@ -266,9 +266,11 @@ fn write_batch(
         let tmp_csv = &pending.tmp_csv;
         let csv = s.spawn(move || write_csv(&csv_reader, batch, tmp_csv));
         let json = write_json(store, batch, keys, &options.fragment(), &pending.tmp_json);
-        let csv = csv
-            .join()
-            .unwrap_or_else(|_| Err(Error::Usage("CSV export thread panicked".into())));
+        let csv = csv.join().unwrap_or_else(|_| {
+            Err(Error::Internal {
+                message: "the CSV export thread panicked".into(),
+            })
+        });
         json.and_then(|j| csv.map(|c| vec![c, j]))
     });
     match result {

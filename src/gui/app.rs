@@ -1,4 +1,5 @@
-//! The window's state and the commands that change it. Drawing lives in `panels`.
+//! The window's state and the commands that change it. Drawing lives in `panels` and the
+//! files it calls; the frame loop (`impl eframe::App`) lives in `window`.
 
 use super::reader::{self, Answer, Query, Reader};
 use super::worker::{self, Command, Report, Worker};
@@ -144,8 +145,6 @@ pub struct StationApp {
     summary_due: Instant,
     summary_in_flight: bool,
     ctx: egui::Context,
-    bench: Option<super::panels::Bench>,
-    screenshot: Option<(PathBuf, u32)>,
 }
 
 fn repaint_fn(ctx: &egui::Context) -> impl Fn() + Send + 'static {
@@ -222,8 +221,6 @@ impl StationApp {
             summary_due: Instant::now(),
             summary_in_flight: false,
             ctx: ctx.clone(),
-            bench: super::panels::Bench::from_env(),
-            screenshot: std::env::var_os("STATION_GUI_SCREENSHOT").map(|p| (PathBuf::from(p), 0)),
         };
         if let Ok(op) = std::env::var("STATION_OPERATOR")
             && !op.trim().is_empty()
@@ -237,6 +234,23 @@ impl StationApp {
 
     /// Drain the worker's and the reader's reports into state.
     pub fn poll(&mut self) {
+        self.drain_reports();
+        self.drain_outcomes();
+        self.drain_answers();
+        if !self.summary_in_flight && Instant::now() >= self.summary_due {
+            let day_since = format!("{}T00:00:00Z", &crate::store::now()[..10]);
+            let _ = self.reader.tx.send(Query::Summary {
+                shift_since: self.logged_in_at.clone(),
+                day_since,
+            });
+            self.summary_in_flight = true;
+            self.summary_due = Instant::now() + SUMMARY_EVERY;
+        }
+        self.ctx.request_repaint_after(SUMMARY_EVERY);
+    }
+
+    /// The fixture worker's reports.
+    fn drain_reports(&mut self) {
         let reports: Vec<Report> = self
             .worker
             .as_ref()
@@ -256,6 +270,10 @@ impl StationApp {
                 }
             }
         }
+    }
+
+    /// The jobs thread's outcomes (export, upload, checks).
+    fn drain_outcomes(&mut self) {
         let outcomes: Vec<JobOutcome> = self.jobs.rx.try_iter().collect();
         for o in outcomes {
             match o {
@@ -272,6 +290,10 @@ impl StationApp {
                 JobOutcome::Event(_) => {}
             }
         }
+    }
+
+    /// The database reader's answers.
+    fn drain_answers(&mut self) {
         while let Ok(a) = self.reader.rx.try_recv() {
             match a {
                 Answer::Page {
@@ -306,16 +328,6 @@ impl StationApp {
                 }
             }
         }
-        if !self.summary_in_flight && Instant::now() >= self.summary_due {
-            let day_since = format!("{}T00:00:00Z", &crate::store::now()[..10]);
-            let _ = self.reader.tx.send(Query::Summary {
-                shift_since: self.logged_in_at.clone(),
-                day_since,
-            });
-            self.summary_in_flight = true;
-            self.summary_due = Instant::now() + SUMMARY_EVERY;
-        }
-        self.ctx.request_repaint_after(SUMMARY_EVERY);
     }
 
     fn finish_running(&mut self, failed: bool) {
@@ -570,25 +582,4 @@ fn list_ports() -> Vec<(String, String)> {
             (p.port_name, desc)
         })
         .collect()
-}
-
-impl eframe::App for StationApp {
-    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
-        self.poll();
-        let commands = super::panels::draw(self, ui);
-        for c in commands {
-            self.apply(c);
-        }
-        super::panels::after_frame(self, ui, frame);
-    }
-}
-
-impl StationApp {
-    pub(super) fn bench_mut(&mut self) -> Option<&mut super::panels::Bench> {
-        self.bench.as_mut()
-    }
-
-    pub(super) fn screenshot_mut(&mut self) -> &mut Option<(PathBuf, u32)> {
-        &mut self.screenshot
-    }
 }

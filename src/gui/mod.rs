@@ -7,8 +7,15 @@
 //! keys into commands ([`app::UiCommand`]), so it never blocks on I/O or the database.
 
 pub mod app;
+mod bench;
+mod device_panel;
+mod dialogs;
+mod history;
 mod panels;
 pub mod reader;
+mod shift_panel;
+mod widgets;
+mod window;
 pub mod worker;
 
 use crate::config;

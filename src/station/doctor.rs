@@ -82,64 +82,8 @@ pub fn report(config_path: Option<&Path>) -> (Vec<Check>, Option<ExitClass>) {
 
 fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
     let mut v = Vec::new();
-    v.push((
-        "credential",
-        attestation::source_from_config(c).map(|s| {
-            let mut d = match s.kind() {
-                crate::domain::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
-                crate::domain::AttestationKind::Tpm => match &c.attestation.tpm {
-                    Some(t) => match t.tcti.as_deref().filter(|_| t.source == crate::config::TpmReach::Tcti) {
-                        Some(tcti) => match attestation::tpm::probe(tcti) {
-                            Ok(()) => format!("TPM at `{tcti}` answers; EK root bundle loads"),
-                            Err(e) => format!("EK root bundle loads; warning: [{}] {e}", e.code()),
-                        },
-                        None => "EK root bundle loads; the device reports its EK over serial".to_string(),
-                    },
-                    None => String::new(),
-                },
-                crate::domain::AttestationKind::X509 => {
-                    "station CA loads: key matches, CA with keyCertSign, valid beyond the device certificates, chain verifies"
-                        .to_string()
-                }
-            };
-            for w in s.warnings() {
-                d.push_str(&format!("; warning: {w}"));
-            }
-            d
-        }),
-    ));
-    v.push((
-        "database",
-        Store::open(&c.database_path()).and_then(|mut s| {
-            s.check_writable()?;
-            let counts = s.counts()?;
-            let mut d = format!(
-                "{} (schema v{}): {} provisioned not exported, {} exported",
-                s.path(),
-                s.schema_version()?,
-                counts.provisioned,
-                counts.exported
-            );
-            if counts.pending > 0 {
-                d.push_str(&format!(
-                    "; {} unfinished (pending) devices: re-run them",
-                    counts.pending
-                ));
-            }
-            {
-                use std::os::unix::fs::PermissionsExt;
-                if let Ok(m) = std::fs::metadata(c.database_path())
-                    && m.permissions().mode() & 0o007 != 0
-                {
-                    d.push_str(&format!(
-                        "; warning: readable by every account (mode {:o}): chmod o-rwx it",
-                        m.permissions().mode() & 0o777
-                    ));
-                }
-            }
-            Ok(d)
-        }),
-    ));
+    v.push(("credential", credential(c)));
+    v.push(("database", database(c)));
     let dir = c.export_dir();
     v.push(("exported batches", exported_batches(c)));
     v.push((
@@ -164,6 +108,66 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
         },
     ));
     v
+}
+
+/// The credential source loads (and a TCTI-reached TPM answers).
+fn credential(c: &Config) -> Result<String, Error> {
+    attestation::source_from_config(c).map(|s| {
+    let mut d = match s.kind() {
+        crate::domain::AttestationKind::SymmetricKey => "symmetric keys load".to_string(),
+        crate::domain::AttestationKind::Tpm => match &c.attestation.tpm {
+            Some(t) => match t.tcti.as_deref().filter(|_| t.source == crate::config::TpmReach::Tcti) {
+                Some(tcti) => match attestation::tpm::probe(tcti) {
+                    Ok(()) => format!("TPM at `{tcti}` answers; EK root bundle loads"),
+                    Err(e) => format!("EK root bundle loads; warning: [{}] {e}", e.code()),
+                },
+                None => "EK root bundle loads; the device reports its EK over serial".to_string(),
+            },
+            None => String::new(),
+        },
+        crate::domain::AttestationKind::X509 => {
+            "station CA loads: key matches, CA with keyCertSign, valid beyond the device certificates, chain verifies"
+                .to_string()
+        }
+    };
+    for w in s.warnings() {
+        d.push_str(&format!("; warning: {w}"));
+    }
+    d
+})
+}
+
+/// The database opens, is writable, and what it holds.
+fn database(c: &Config) -> Result<String, Error> {
+    Store::open(&c.database_path()).and_then(|mut s| {
+        s.check_writable()?;
+        let counts = s.counts()?;
+        let mut d = format!(
+            "{} (schema v{}): {} provisioned not exported, {} exported",
+            s.path(),
+            s.schema_version()?,
+            counts.provisioned,
+            counts.exported
+        );
+        if counts.pending > 0 {
+            d.push_str(&format!(
+                "; {} unfinished (pending) devices: re-run them",
+                counts.pending
+            ));
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(c.database_path())
+                && m.permissions().mode() & 0o007 != 0
+            {
+                d.push_str(&format!(
+                    "; warning: readable by every account (mode {:o}): chmod o-rwx it",
+                    m.permissions().mode() & 0o777
+                ));
+            }
+        }
+        Ok(d)
+    })
 }
 
 /// Every batch's files as exported (size and SHA-256), and no temporary files left behind.

@@ -7,14 +7,17 @@
 //! this binary is refused, and nothing is ever deleted automatically. Private keys never enter
 //! the database; derived symmetric keys neither (they can be re-derived).
 
+mod batches;
 mod enrollments;
 mod schema;
 mod uploads;
 
 pub use crate::domain::{Enrollment, Status};
+pub use batches::*;
 pub use enrollments::*;
 pub use uploads::*;
 
+use crate::domain::AttestationKind;
 use crate::error::{Error, Result};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -127,6 +130,29 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The next `export_seq`: one past the highest ever assigned (current or superseded).
+const NEXT_SEQ: &str = "(SELECT MAX(m) + 1 FROM (SELECT COALESCE(MAX(export_seq), 0) AS m FROM enrollments \
+    UNION ALL SELECT COALESCE(MAX(export_seq), 0) FROM superseded_enrollments))";
+
+/// An attestation type column, parsed (an unknown spelling is a database error).
+pub(crate) fn kind_column<I: rusqlite::RowIndex>(
+    r: &rusqlite::Row<'_>,
+    column: I,
+) -> rusqlite::Result<AttestationKind> {
+    let t: String = r.get(column)?;
+    parse_kind(&t)
+}
+
+fn parse_kind(t: &str) -> rusqlite::Result<AttestationKind> {
+    AttestationKind::parse(t).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown attestation type `{t}`").into(),
+        )
+    })
 }
 
 /// Now, as RFC 3339 UTC with seconds.

@@ -69,7 +69,7 @@ fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadCandidate> {
     Ok(UploadCandidate {
         export_seq: r.get(0)?,
         registration_id: r.get(1)?,
-        attestation_type: super::enrollments::kind_column(r, 2)?,
+        attestation_type: super::kind_column(r, 2)?,
         primary_key: r.get(3)?,
         secondary_key: r.get(4)?,
         group_key_id: r.get(5)?,

@@ -10,12 +10,15 @@
 //! It drives a `&mut dyn Device` and a [`Store`] and reports through [`Event`]s; it knows no
 //! wire protocol, and nothing of egui, clap or terminals.
 
+mod checks;
 mod interrupt;
 #[cfg(test)]
 mod tests;
 
 pub use crate::domain::event::{Event, Step};
 pub use interrupt::Interrupt;
+
+use checks::{device_responsive, ms, rekey_refused, resolve_serial, scanned, verify};
 
 use crate::attestation::{self, CredentialSource, Inspection};
 use crate::config::Config;
@@ -560,77 +563,4 @@ impl Workflow {
             io_wait: device.io_wait().saturating_sub(cycle.io0),
         })
     }
-}
-
-/// The device's own digest of what it holds must be the one sent.
-fn verify(device: &mut dyn Device, expected: &crate::domain::Digest) -> Result<()> {
-    match device.held_digest()? {
-        Some(d) if d == *expected => Ok(()),
-        held => Err(Error::VerifyMismatch {
-            expected: hex(expected),
-            actual: held
-                .map(|d| hex(&d))
-                .unwrap_or_else(|| "no identity".into()),
-        }),
-    }
-}
-
-/// A scanned serial, if one was given (blank counts as none).
-fn scanned(s: Option<&str>) -> Option<&str> {
-    s.map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// The device's serial: reported, or scanned; both must agree when both are there.
-fn resolve_serial(reported: &str, scan: Option<&str>) -> Result<String> {
-    match (reported.trim(), scanned(scan)) {
-        ("", None) => Err(Error::NoSerial),
-        ("", Some(s)) => Ok(s.to_string()),
-        (r, Some(s)) if !r.eq_ignore_ascii_case(s) => Err(Error::SerialMismatch {
-            scanned: s.to_string(),
-            reported: r.to_string(),
-        }),
-        (r, _) => Ok(r.to_string()),
-    }
-}
-
-/// Why writing `credential` to a provisioned device is a re-key, in words.
-fn rekey_refused(e: &Enrollment, credential: &Credential, wanted: &str) -> Error {
-    let cause = match (&e.group_key_id, credential.group_key_id()) {
-        (Some(was), Some(now)) if was != now => {
-            format!("it was provisioned with group key {was}, the configured group key is {now}")
-        }
-        _ => {
-            "the ID scope, global endpoint or credential differs from what it was provisioned with"
-                .into()
-        }
-    };
-    Error::RekeyNotPermitted {
-        registration_id: e.registration_id.clone(),
-        serial: e.device_serial.clone(),
-        recorded: e.device_digest.clone().unwrap_or_default(),
-        wanted: wanted.to_string(),
-        cause,
-    }
-}
-
-/// Whether the device still listens after this failure (so it is worth a reset).
-fn device_responsive(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Nak { .. }
-            | Error::IdentityConflict { .. }
-            | Error::VerifyMismatch { .. }
-            | Error::SerialMismatch { .. }
-            | Error::DuplicateRegistration { .. }
-            | Error::RegistrationId { .. }
-            | Error::RekeyNotPermitted { .. }
-            | Error::ReissueNotPermitted { .. }
-            | Error::CapabilityMissing { .. }
-            | Error::RequestTooLarge { .. }
-            | Error::Interrupted { .. }
-    )
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

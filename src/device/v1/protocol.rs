@@ -6,7 +6,7 @@
 //! twice. This module is pure data: encoding and decoding of bodies, no I/O.
 
 use crate::config::{TpmEkType, X509KeyType};
-pub use crate::domain::identity::records_digest;
+pub use crate::domain::record::records_digest;
 pub use crate::domain::{CredentialType, RecordId, hex};
 use std::time::Duration;
 

@@ -9,23 +9,24 @@
 //! an interrupted upload resumes, nothing is uploaded twice, and nothing DPS did not accept is
 //! marked uploaded. The policy key is never logged; `--dry-run` redacts the signature and keys.
 
+mod client;
+#[cfg(test)]
+mod tests;
+
+use super::MAX_BULK;
 use super::enrollment::{DpsOptions, write_enrollment};
 use super::export::attestation;
-use super::sas::{SasSigner, redact};
-use super::{API_VERSION, MAX_BULK};
+use super::sas::redact;
 use crate::attestation::symmetric::SymmetricKeySource;
-use crate::config::{Config, UploadSection};
 use crate::domain::Event;
 pub use crate::domain::event::{UploadSummary, VerifySummary};
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AttestationRow, Store, UploadCandidate, UploadResult, UploadStatus};
+pub use client::Dps;
+use client::Reply;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-/// Backoff after the first failure; doubles each time up to [`BACKOFF_MAX`].
-const BACKOFF_BASE: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Enrollment versions read from the database at a time.
 const PAGE: u32 = 1000;
 
@@ -43,219 +44,6 @@ fn upload_error(code: ErrorCode, message: impl Into<String>) -> Error {
         code,
         message: message.into(),
     }
-}
-
-/// Spaces calls at least `60 / rate_per_minute` seconds apart.
-struct RateLimiter {
-    interval: Duration,
-    next: Instant,
-}
-
-impl RateLimiter {
-    fn wait(&mut self) {
-        let now = Instant::now();
-        if self.next > now {
-            std::thread::sleep(self.next - now);
-        }
-        self.next = self.next.max(now) + self.interval;
-    }
-}
-
-/// A client of one DPS instance's service API.
-pub struct Dps {
-    agent: ureq::Agent,
-    base: String,
-    signer: SasSigner,
-    rate: RateLimiter,
-    give_up: Duration,
-    pub requests: u32,
-}
-
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-impl Dps {
-    /// A client for `[upload]`, reading the policy key from its environment variable or file.
-    pub fn new(config: &Config, section: &UploadSection, endpoint: Option<&str>) -> Result<Self> {
-        let key = policy_key(config, section)?;
-        let base = endpoint
-            .or(section.endpoint.as_deref())
-            .map(|e| e.trim_end_matches('/').to_string())
-            .unwrap_or_else(|| format!("https://{}", section.host));
-        // The token's resource is the host requests go to.
-        let host = base
-            .split("://")
-            .nth(1)
-            .unwrap_or(&base)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(section.request_timeout_s)))
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Ok(Self {
-            agent,
-            base,
-            signer: SasSigner::new(
-                &host,
-                &section.policy_name,
-                key,
-                Duration::from_secs(section.token_lifetime_s),
-            ),
-            rate: RateLimiter {
-                interval: Duration::from_secs(60) / section.rate_per_minute.max(1),
-                next: Instant::now(),
-            },
-            give_up: Duration::from_secs(section.give_up_after_s),
-            requests: 0,
-        })
-    }
-
-    /// The base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}?api-version={API_VERSION}", self.base)
-    }
-
-    /// One request, retried on 429, 5xx and network failures until `give_up` has passed.
-    fn send(
-        &mut self,
-        method: &'static str,
-        path: &str,
-        body: Option<&[u8]>,
-        emit: &mut dyn FnMut(Event),
-    ) -> Result<Reply> {
-        let url = self.url(path);
-        let start = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            self.rate.wait();
-            self.requests += 1;
-            let token = self.signer.token().to_string();
-            let result = match (method, body) {
-                ("POST", Some(b)) => self
-                    .agent
-                    .post(&url)
-                    .header("Authorization", &token)
-                    .header("Content-Type", "application/json")
-                    .send(b),
-                _ => self.agent.get(&url).header("Authorization", &token).call(),
-            };
-            let (status, retry_after, reason) = match result {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = resp.body_mut().read_to_string().unwrap_or_default();
-                    if status != 429 && status < 500 {
-                        return Ok(Reply { status, body: text });
-                    }
-                    (Some(status), retry_after, format!("HTTP {status}"))
-                }
-                Err(e) => (None, None, e.to_string()),
-            };
-            attempt += 1;
-            let backoff = BACKOFF_BASE
-                .saturating_mul(1 << (attempt - 1).min(16))
-                .min(BACKOFF_MAX);
-            let jittered = backoff.mul_f64(0.5 + 0.5 * jitter());
-            let wait = retry_after.map_or(jittered, |r| r.max(jittered));
-            if start.elapsed() + wait > self.give_up {
-                return Err(upload_error(
-                    ErrorCode::UploadGaveUp,
-                    format!(
-                        "{method} {path} still failing after {attempt} attempts over {:?}: {reason}",
-                        start.elapsed()
-                    ),
-                ));
-            }
-            emit(Event::Retry {
-                status,
-                reason,
-                wait_ms: wait.as_millis() as u64,
-                attempt,
-            });
-            std::thread::sleep(wait);
-        }
-    }
-
-    /// GET one enrollment: `Some(json)` if DPS holds it.
-    fn get(&mut self, registration_id: &str, emit: &mut dyn FnMut(Event)) -> Result<Option<Value>> {
-        let r = self.send(
-            "GET",
-            &format!("/enrollments/{registration_id}"),
-            None,
-            emit,
-        )?;
-        match r.status {
-            200 => serde_json::from_str(&r.body).map(Some).map_err(|e| {
-                upload_error(
-                    ErrorCode::UploadBadResponse,
-                    format!("GET {registration_id}: {e}"),
-                )
-            }),
-            404 => Ok(None),
-            401 | 403 => Err(upload_error(
-                ErrorCode::UploadUnauthorized,
-                format!("HTTP {}: {}", r.status, r.body),
-            )),
-            s => Err(upload_error(
-                ErrorCode::UploadHttp,
-                format!("GET {registration_id}: HTTP {s}: {}", r.body),
-            )),
-        }
-    }
-}
-
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    u16::from_le_bytes(b) as f64 / u16::MAX as f64
-}
-
-fn policy_key(config: &Config, section: &UploadSection) -> Result<Vec<u8>> {
-    use base64::Engine;
-    let (text, what) = match section.policy_key_env.as_deref().and_then(|v| {
-        std::env::var(v)
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| (s, v))
-    }) {
-        Some((s, var)) => (s, format!("DPS policy key from environment variable {var}")),
-        None => {
-            let path = section
-                .policy_key_file
-                .as_deref()
-                .map(|p| config.resolve(p))
-                .ok_or_else(|| Error::Secret {
-                    what: "DPS policy key".into(),
-                    message: format!(
-                        "environment variable {} is not set and no policy_key_file is configured",
-                        section.policy_key_env.as_deref().unwrap_or("(none)")
-                    ),
-                })?;
-            let key = crate::attestation::symmetric::read_key_file(&path, "DPS policy key")?;
-            (key, format!("DPS policy key file {}", path.display()))
-        }
-    };
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| Error::Secret {
-            what,
-            message: format!("not valid base64 ({e})"),
-        })
 }
 
 /// An enrollment ready to send.
@@ -416,6 +204,20 @@ pub fn upload(
     Ok(summary)
 }
 
+/// Items DPS reported an error for, by lowercase registration ID: (errorCode, errorStatus).
+type Errored = HashMap<String, (Option<i64>, Option<String>)>;
+
+/// What became of the items of one bulk operation.
+struct Judged<'a> {
+    /// Item, verdict, errorCode, errorStatus: what is recorded.
+    results: Vec<(&'a Prepared, UploadStatus, Option<i64>, Option<String>)>,
+    /// Conflicts to send again with `mode: update`.
+    to_update: Vec<&'a Prepared>,
+    ok: usize,
+    conflicts: usize,
+    failed: usize,
+}
+
 fn bulk(
     store: &mut Store,
     dps: &mut Dps,
@@ -438,8 +240,41 @@ fn bulk(
         return Ok(());
     }
     let reply = dps.send("POST", "/enrollments", Some(&body), emit)?;
-    // Items DPS reported an error for, by registration ID: (errorCode, errorStatus).
-    let mut errored: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+    let errored = errored_items(&reply, items)?;
+    let judged = judge(dps, items, &errored, mode, opts, emit)?;
+    let records: Vec<UploadResult<'_>> = judged
+        .results
+        .iter()
+        .map(|(p, s, code, status)| UploadResult {
+            export_seq: p.seq,
+            registration_id: &p.registration_id,
+            status: *s,
+            mode,
+            error_code: *code,
+            error_status: status.as_deref(),
+        })
+        .collect();
+    store.record_uploads(&records)?;
+    summary.uploaded += judged.ok;
+    summary.conflicts += judged.conflicts;
+    summary.failed += judged.failed;
+    emit(Event::Bulk {
+        request: dps.requests,
+        mode,
+        enrollments: items.len(),
+        uploaded: judged.ok,
+        conflicts: judged.conflicts,
+        failed: judged.failed,
+    });
+    if !judged.to_update.is_empty() {
+        bulk(store, dps, &judged.to_update, "update", opts, summary, emit)?;
+    }
+    Ok(())
+}
+
+/// The items of a bulk operation DPS reported an error for, from its reply.
+fn errored_items(reply: &Reply, items: &[&Prepared]) -> Result<Errored> {
+    let mut errored = Errored::new();
     match reply.status {
         200 => {
             let v: Value = serde_json::from_str(&reply.body).map_err(|e| {
@@ -498,37 +333,44 @@ fn bulk(
             ));
         }
     }
-    let mut results = Vec::with_capacity(items.len());
-    let mut to_update: Vec<&Prepared> = Vec::new();
-    let (mut ok, mut conflicts, mut failed) = (0, 0, 0);
-    for p in items {
+    Ok(errored)
+}
+
+/// Judge every item of a bulk operation: accepted, or (for an item DPS reported an error
+/// for) already held with the same attestation, held with another one, or failed.
+fn judge<'a>(
+    dps: &mut Dps,
+    items: &[&'a Prepared],
+    errored: &Errored,
+    mode: &'static str,
+    opts: &UploadOptions,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Judged<'a>> {
+    let mut j = Judged {
+        results: Vec::with_capacity(items.len()),
+        to_update: Vec::new(),
+        ok: 0,
+        conflicts: 0,
+        failed: 0,
+    };
+    for &p in items {
         let Some((code, status)) = errored
             .get(&p.registration_id.to_ascii_lowercase())
             .cloned()
         else {
-            results.push((p, UploadStatus::Uploaded, None, None));
-            ok += 1;
+            j.results.push((p, UploadStatus::Uploaded, None, None));
+            j.ok += 1;
             continue;
         };
-        // Already there? The same attestation is a success; another one a conflict.
-        let verdict = match dps.get(&p.registration_id, emit)? {
-            Some(held) => {
-                let sent: Value = serde_json::from_slice(&p.json).expect("we wrote valid JSON");
-                match same_attestation(&sent, &held, p.thumbprint.as_deref()) {
-                    Ok(()) => UploadStatus::Uploaded,
-                    Err(_) => UploadStatus::Conflict,
-                }
-            }
-            None => UploadStatus::Failed,
-        };
+        let verdict = held_verdict(dps, p, emit)?;
         match verdict {
-            UploadStatus::Uploaded => ok += 1,
+            UploadStatus::Uploaded => j.ok += 1,
             UploadStatus::Conflict if opts.update && mode == "create" => {
-                to_update.push(p);
+                j.to_update.push(p);
                 continue;
             }
             UploadStatus::Conflict => {
-                conflicts += 1;
+                j.conflicts += 1;
                 emit(Event::Conflict {
                     registration_id: p.registration_id.clone(),
                     error_code: code,
@@ -536,7 +378,7 @@ fn bulk(
                 });
             }
             UploadStatus::Failed => {
-                failed += 1;
+                j.failed += 1;
                 emit(Event::ItemFailed {
                     registration_id: p.registration_id.clone(),
                     error_code: code,
@@ -544,35 +386,23 @@ fn bulk(
                 });
             }
         }
-        results.push((p, verdict, code, status));
+        j.results.push((p, verdict, code, status));
     }
-    let records: Vec<UploadResult<'_>> = results
-        .iter()
-        .map(|(p, s, code, status)| UploadResult {
-            export_seq: p.seq,
-            registration_id: &p.registration_id,
-            status: *s,
-            mode,
-            error_code: *code,
-            error_status: status.as_deref(),
-        })
-        .collect();
-    store.record_uploads(&records)?;
-    summary.uploaded += ok;
-    summary.conflicts += conflicts;
-    summary.failed += failed;
-    emit(Event::Bulk {
-        request: dps.requests,
-        mode,
-        enrollments: items.len(),
-        uploaded: ok,
-        conflicts,
-        failed,
-    });
-    if !to_update.is_empty() {
-        bulk(store, dps, &to_update, "update", opts, summary, emit)?;
-    }
-    Ok(())
+    Ok(j)
+}
+
+/// Already there? The same attestation is a success; another one a conflict.
+fn held_verdict(dps: &mut Dps, p: &Prepared, emit: &mut dyn FnMut(Event)) -> Result<UploadStatus> {
+    Ok(match dps.get(&p.registration_id, emit)? {
+        Some(held) => {
+            let sent: Value = serde_json::from_slice(&p.json).expect("we wrote valid JSON");
+            match same_attestation(&sent, &held, p.thumbprint.as_deref()) {
+                Ok(()) => UploadStatus::Uploaded,
+                Err(_) => UploadStatus::Conflict,
+            }
+        }
+        None => UploadStatus::Failed,
+    })
 }
 
 /// Read back every uploaded enrollment and compare it with the database.
@@ -615,52 +445,4 @@ pub fn verify(
     summary.requests = dps.requests;
     emit(Event::VerifyFinished(summary));
     Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn attestation_comparison_per_kind() {
-        let sent = json!({"registrationId": "a", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k1"}}});
-        let same = json!({"registrationId": "A", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k1", "secondaryKey": "dps-made"}}});
-        assert!(
-            same_attestation(&sent, &same, None).is_ok(),
-            "a secondary key DPS generated is not ours to compare"
-        );
-        let other = json!({"registrationId": "a", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k2"}}});
-        assert!(
-            same_attestation(&sent, &other, None)
-                .unwrap_err()
-                .contains("primaryKey")
-        );
-        let tpm = json!({"registrationId": "a", "attestation": {"type": "tpm"}});
-        assert!(same_attestation(&sent, &tpm, None).is_err());
-        let x = json!({"registrationId": "a", "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "PEM"}}}}});
-        let info = json!({"registrationId": "a", "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"info": {"sha256Thumbprint": "ABCD"}}}}}});
-        assert!(same_attestation(&x, &info, Some("abcd")).is_ok());
-        assert!(same_attestation(&x, &info, Some("abce")).is_err());
-    }
-
-    #[test]
-    fn dry_run_redaction_removes_every_key() {
-        let mut v = json!({"enrollments": [{"attestation": {"symmetricKey": {"primaryKey": "s1", "secondaryKey": "s2"}}}]});
-        redact_keys(&mut v);
-        assert!(!v.to_string().contains("s1") && !v.to_string().contains("\"s2\""));
-    }
-
-    #[test]
-    fn bulk_body_is_a_valid_operation() {
-        let p = Prepared {
-            seq: 1,
-            registration_id: "a".into(),
-            json: br#"{"registrationId":"a"}"#.to_vec(),
-            thumbprint: None,
-        };
-        let v: Value = serde_json::from_slice(&bulk_body(&[&p, &p], "create")).unwrap();
-        assert_eq!(v["mode"], "create");
-        assert_eq!(v["enrollments"].as_array().unwrap().len(), 2);
-    }
 }

@@ -1,10 +1,9 @@
-//! What a provisioned device holds: named records (DPS coordinates, registration ID, the
+//! The named records a provisioned device holds (DPS coordinates, registration ID, the
 //! credential), and the digest over them that proves the device stored exactly these.
 //!
 //! Record ids are the station's own numbering; protocol v1 carries them unchanged
 //! (docs/protocol.md §4), another protocol maps them to its own keys.
 
-use super::credential::{Credential, SecretBytes};
 use sha2::{Digest as _, Sha256};
 
 /// SHA-256 over an identity's records (see [`records_digest`]).
@@ -93,45 +92,4 @@ pub fn records_digest<'a>(records: impl IntoIterator<Item = (u8, &'a [u8])>) -> 
         h.update(data);
     }
     h.finalize().into()
-}
-
-/// Everything the station writes into one device, in record order.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    records: Vec<(RecordId, SecretBytes)>,
-}
-
-impl Identity {
-    /// The DPS coordinates, the registration ID and the credential's records.
-    pub fn new(
-        id_scope: &str,
-        global_endpoint: &str,
-        registration_id: &str,
-        credential: &Credential,
-    ) -> Self {
-        let text = |s: &str| SecretBytes(s.as_bytes().to_vec());
-        let mut records = vec![
-            (RecordId::IdScope, text(id_scope)),
-            (RecordId::GlobalEndpoint, text(global_endpoint)),
-            (RecordId::RegistrationId, text(registration_id)),
-        ];
-        records.extend(credential.records());
-        records.sort_by_key(|r| r.0);
-        Self { records }
-    }
-
-    /// The records, in ascending id order.
-    pub fn records(&self) -> impl Iterator<Item = (RecordId, &[u8])> {
-        self.records.iter().map(|(id, b)| (*id, b.0.as_slice()))
-    }
-
-    /// Bytes over all records (for write progress).
-    pub fn total_len(&self) -> usize {
-        self.records.iter().map(|(_, b)| b.0.len()).sum()
-    }
-
-    /// What the device reports once it holds exactly these records.
-    pub fn digest(&self) -> Digest {
-        records_digest(self.records().map(|(id, b)| (id as u8, b)))
-    }
 }

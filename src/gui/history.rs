@@ -1,0 +1,98 @@
+//! The bottom panel: the search field and the history table, fetched a page at a time as
+//! rows scroll into view.
+
+use super::app::{StationApp, UiCommand};
+use super::widgets::{FAIL_RED, PASS_GREEN, WARN_AMBER};
+use crate::store::{Enrollment, Status};
+use eframe::egui::{self, Color32, RichText};
+use egui_extras::{Column, TableBuilder, TableRow};
+
+/// Height of one history row (bench mode scrolls by rows).
+pub(super) const ROW_HEIGHT: f32 = 26.0;
+
+pub(super) fn history(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("History").strong().size(20.0));
+        let label = ui.label("Search serial or registration ID");
+        let r = ui.add(egui::TextEdit::singleline(&mut app.history.search).desired_width(260.0));
+        if r.labelled_by(label.id).changed() {
+            out.push(UiCommand::SearchChanged);
+        }
+        if let Some(t) = app.history.total {
+            ui.label(format!("{t} devices"));
+        }
+    });
+    let total = app.history.total.unwrap_or(0);
+    let mut table = TableBuilder::new(ui)
+        .striped(true)
+        .sense(egui::Sense::click())
+        .column(Column::exact(130.0))
+        .column(Column::initial(300.0).resizable(true))
+        .column(Column::initial(180.0).resizable(true))
+        .column(Column::initial(200.0))
+        .column(Column::remainder());
+    if let Some(y) = app.history.scroll_to.take() {
+        table = table.vertical_scroll_offset(y);
+    }
+    let mut wanted = Vec::new();
+    table
+        .header(24.0, |mut h| {
+            for t in ["Status", "Registration ID", "Serial", "Updated", "Error"] {
+                h.col(|ui| {
+                    ui.strong(t);
+                });
+            }
+        })
+        .body(|body| {
+            body.rows(ROW_HEIGHT, total, |mut row| {
+                let i = row.index();
+                match app.history_row(i) {
+                    Some(e) => enrollment_row(&mut row, e, out),
+                    None => {
+                        wanted.push(i);
+                        row.col(|ui| {
+                            ui.weak("…");
+                        });
+                    }
+                }
+            });
+        });
+    for i in wanted {
+        app.request_page(i);
+    }
+}
+
+/// One loaded row; a click asks for the device's details.
+fn enrollment_row(row: &mut TableRow<'_, '_>, e: &Enrollment, out: &mut Vec<UiCommand>) {
+    let status = e.status;
+    let id = e.registration_id.clone();
+    row.col(|ui| {
+        ui.colored_label(status_color(status), status.as_str());
+    });
+    row.col(|ui| {
+        ui.label(&id);
+    });
+    let serial = e.device_serial.clone();
+    let updated = e.updated_at.clone();
+    let error = e.error_code.clone().unwrap_or_default();
+    row.col(|ui| {
+        ui.label(serial);
+    });
+    row.col(|ui| {
+        ui.label(updated);
+    });
+    row.col(|ui| {
+        ui.label(error);
+    });
+    if row.response().clicked() {
+        out.push(UiCommand::ShowDetails(id));
+    }
+}
+
+fn status_color(s: Status) -> Color32 {
+    match s {
+        Status::Provisioned | Status::Exported => PASS_GREEN,
+        Status::Failed => FAIL_RED,
+        Status::Pending => WARN_AMBER,
+    }
+}

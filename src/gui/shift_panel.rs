@@ -1,0 +1,121 @@
+//! The right-hand panel: shift and day figures, export, upload, unfinished devices.
+
+use super::app::{StationApp, UiCommand};
+use super::widgets::{FAIL_RED, outcome_color};
+use eframe::egui::{self, RichText};
+
+pub(super) fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        stats_block(ui, "This shift", &app.shift);
+        ui.add_space(6.0);
+        stats_block(ui, "Today", &app.day);
+        if !app.shift.failures_by_code.is_empty() {
+            ui.add_space(6.0);
+            ui.label(RichText::new("Failures this shift").strong());
+            for (code, n) in app.shift.failures_by_code.iter().take(5) {
+                ui.label(format!("{n} × {code}"));
+            }
+        }
+        ui.separator();
+        export(app, ui, out);
+        if app.config.upload.is_some() {
+            ui.separator();
+            upload(app, ui, out);
+        }
+        if !app.pending.is_empty() {
+            ui.separator();
+            pending(app, ui, out);
+        }
+    });
+}
+
+fn stats_block(ui: &mut egui::Ui, title: &str, s: &crate::store::ShiftStats) {
+    ui.label(RichText::new(title).strong().size(20.0));
+    ui.label(format!("Passed: {}   Failed: {}", s.passed, s.failed));
+    ui.label(format!(
+        "Yield: {}   Median cycle: {}",
+        s.yield_percent()
+            .map_or("—".into(), |y| format!("{y:.1} %")),
+        s.median_cycle_ms.map_or("—".into(), |m| format!("{m} ms"))
+    ));
+}
+
+/// The Export button and what the last export did.
+fn export(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
+    if ui
+        .add(egui::Button::new(RichText::new("Export batch").size(20.0)))
+        .clicked()
+    {
+        out.push(UiCommand::Export);
+    }
+    match &app.export_note {
+        Some(Ok(Some(s))) => {
+            ui.label(format!("Batch {}: {} enrollments", s.batch, s.count));
+            ui.label(format!("{}", s.csv.display()));
+            ui.label(format!("{}", s.json.display()));
+        }
+        Some(Ok(None)) => {
+            ui.label("Nothing to export: every provisioned device is in a batch.");
+        }
+        Some(Err(p)) => {
+            ui.colored_label(
+                FAIL_RED,
+                format!("Export failed: {} — {}", p.message, p.remedy),
+            );
+        }
+        None => {}
+    }
+}
+
+/// The Upload button (when the station uploads) and what the last upload did.
+fn upload(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
+    let label = if app.uploading {
+        "Uploading…"
+    } else {
+        "Upload to DPS"
+    };
+    if ui
+        .add_enabled(
+            !app.uploading,
+            egui::Button::new(RichText::new(label).size(20.0)),
+        )
+        .clicked()
+    {
+        out.push(UiCommand::Upload);
+    }
+    match &app.upload_note {
+        Some(Ok(s)) => {
+            let color = outcome_color(s.conflicts + s.failed == 0);
+            ui.colored_label(
+                color,
+                format!(
+                    "Uploaded {}, conflicts {}, failed {} ({} requests)",
+                    s.uploaded, s.conflicts, s.failed, s.requests
+                ),
+            );
+            if s.conflicts > 0 {
+                ui.label("Conflicts: an engineer resolves them with `station upload --update`.");
+            }
+        }
+        Some(Err(p)) => {
+            ui.colored_label(
+                FAIL_RED,
+                format!("Upload stopped: {} — {}", p.message, p.remedy),
+            );
+        }
+        None => {}
+    }
+}
+
+/// Devices left pending by a crash or a pulled cable, each with a Re-run button.
+fn pending(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
+    ui.label(RichText::new("Unfinished devices").strong().color(FAIL_RED));
+    for e in &app.pending {
+        ui.horizontal(|ui| {
+            ui.label(format!("{} ({})", e.registration_id, e.device_serial));
+            if ui.button("Re-run this device").clicked() {
+                out.push(UiCommand::Rerun(e.device_serial.clone()));
+            }
+        });
+    }
+}

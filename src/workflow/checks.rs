@@ -1,0 +1,80 @@
+//! The workflow's rules that need no state: which serial a device has, whether its read-back
+//! matches, why a re-key is refused, whether a failed device still listens.
+
+use crate::device::Device;
+use crate::domain::{Credential, Enrollment, hex};
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// The device's own digest of what it holds must be the one sent.
+pub(super) fn verify(device: &mut dyn Device, expected: &crate::domain::Digest) -> Result<()> {
+    match device.held_digest()? {
+        Some(d) if d == *expected => Ok(()),
+        held => Err(Error::VerifyMismatch {
+            expected: hex(expected),
+            actual: held
+                .map(|d| hex(&d))
+                .unwrap_or_else(|| "no identity".into()),
+        }),
+    }
+}
+
+/// A scanned serial, if one was given (blank counts as none).
+pub(super) fn scanned(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The device's serial: reported, or scanned; both must agree when both are there.
+pub(super) fn resolve_serial(reported: &str, scan: Option<&str>) -> Result<String> {
+    match (reported.trim(), scanned(scan)) {
+        ("", None) => Err(Error::NoSerial),
+        ("", Some(s)) => Ok(s.to_string()),
+        (r, Some(s)) if !r.eq_ignore_ascii_case(s) => Err(Error::SerialMismatch {
+            scanned: s.to_string(),
+            reported: r.to_string(),
+        }),
+        (r, _) => Ok(r.to_string()),
+    }
+}
+
+/// Why writing `credential` to a provisioned device is a re-key, in words.
+pub(super) fn rekey_refused(e: &Enrollment, credential: &Credential, wanted: &str) -> Error {
+    let cause = match (&e.group_key_id, credential.group_key_id()) {
+        (Some(was), Some(now)) if was != now => {
+            format!("it was provisioned with group key {was}, the configured group key is {now}")
+        }
+        _ => {
+            "the ID scope, global endpoint or credential differs from what it was provisioned with"
+                .into()
+        }
+    };
+    Error::RekeyNotPermitted {
+        registration_id: e.registration_id.clone(),
+        serial: e.device_serial.clone(),
+        recorded: e.device_digest.clone().unwrap_or_default(),
+        wanted: wanted.to_string(),
+        cause,
+    }
+}
+
+/// Whether the device still listens after this failure (so it is worth a reset).
+pub(super) fn device_responsive(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Nak { .. }
+            | Error::IdentityConflict { .. }
+            | Error::VerifyMismatch { .. }
+            | Error::SerialMismatch { .. }
+            | Error::DuplicateRegistration { .. }
+            | Error::RegistrationId { .. }
+            | Error::RekeyNotPermitted { .. }
+            | Error::ReissueNotPermitted { .. }
+            | Error::CapabilityMissing { .. }
+            | Error::RequestTooLarge { .. }
+            | Error::Interrupted { .. }
+    )
+}
+
+pub(super) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
