@@ -71,7 +71,7 @@ fn start_with_the_simulator_shows_pass_and_records_the_device() {
     let mut h = harness(&st);
     login(&mut h, "op-7");
     h.get_by_label("Start").click();
-    wait(&mut h, 20, |h| h.query_by_label("PASS").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
     assert!(h.query_all_by_label_contains("sim000001").next().is_some());
     let rows = st.rows();
     assert_eq!(rows.len(), 1);
@@ -106,14 +106,14 @@ fn a_device_fault_shows_fail_with_the_remedy_and_retry_works() {
     let mut h = harness(&st);
     login(&mut h, "op-1");
     h.get_by_label("Start").click();
-    wait(&mut h, 20, |h| h.query_by_label("FAIL").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("FAIL").is_some());
     assert!(h.query_all_by_label_contains("device.nak").next().is_some());
     assert!(
         h.query_by_label_contains("What to do: The device refused the step")
             .is_some()
     );
     h.get_by_label("Retry").click();
-    wait(&mut h, 20, |h| h.query_by_label("PASS").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
     let statuses: Vec<String> = st.rows().into_iter().map(|r| r.2).collect();
     assert_eq!(statuses, ["failed", "provisioned"]);
 }
@@ -130,7 +130,7 @@ fn a_scanned_barcode_followed_by_enter_starts_the_device() {
     field.type_text("SIM000001");
     h.step();
     h.key_press(egui::Key::Enter);
-    wait(&mut h, 20, |h| h.query_by_label("PASS").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
     assert_eq!(st.rows()[0].1, "SIM000001");
     // A label that is not the device's is refused: the scan really went to the workflow.
     let field = h.get_by_label("Serial number");
@@ -138,7 +138,7 @@ fn a_scanned_barcode_followed_by_enter_starts_the_device() {
     field.type_text("WRONG-LABEL");
     h.step();
     h.key_press(egui::Key::Enter);
-    wait(&mut h, 20, |h| h.query_by_label("FAIL").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("FAIL").is_some());
     assert!(
         h.query_all_by_label_contains("device.serial_mismatch")
             .next()
@@ -152,10 +152,10 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
     let mut h = harness(&st);
     login(&mut h, "op-1");
     for n in 1..=3 {
-        wait(&mut h, 20, |h| !h.state().device.busy);
+        wait(&mut h, 60, |h| !h.state().device.busy);
         h.get_by_label("Start").click();
         let id = format!("sim00000{n}");
-        wait(&mut h, 20, |h| {
+        wait(&mut h, 60, |h| {
             h.query_by_label("PASS").is_some()
                 && h.query_all_by_label_contains(&id).next().is_some()
         });
@@ -173,7 +173,7 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
     );
 
     h.get_by_label("Export batch").click();
-    wait(&mut h, 20, |h| {
+    wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("enrollments")
             .next()
             .is_some()
@@ -206,15 +206,15 @@ fn the_upload_button_sends_exported_devices_to_dps() {
     let mut h = harness(&st);
     login(&mut h, "op-1");
     h.get_by_label("Start").click();
-    wait(&mut h, 20, |h| h.query_by_label("PASS").is_some());
+    wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
     h.get_by_label("Export batch").click();
-    wait(&mut h, 20, |h| {
+    wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("enrollments")
             .next()
             .is_some()
     });
     h.get_by_label("Upload to DPS").click();
-    wait(&mut h, 20, |h| {
+    wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("Uploaded 1, conflicts 0")
             .next()
             .is_some()

@@ -201,7 +201,9 @@ impl Credential {
                 secondary,
                 group_key_id: None,
             } => (Some(primary), secondary.as_ref()),
-            _ => (None, None),
+            Credential::SymmetricKey { .. } | Credential::X509 { .. } | Credential::Tpm(_) => {
+                (None, None)
+            }
         }
     }
 
@@ -209,21 +211,21 @@ impl Credential {
     pub fn group_key_id(&self) -> Option<&str> {
         match self {
             Credential::SymmetricKey { group_key_id, .. } => group_key_id.as_deref(),
-            _ => None,
+            Credential::X509 { .. } | Credential::Tpm(_) => None,
         }
     }
 
     pub fn certificate(&self) -> Option<&Minted> {
         match self {
             Credential::X509 { certificate, .. } => Some(certificate),
-            _ => None,
+            Credential::SymmetricKey { .. } | Credential::Tpm(_) => None,
         }
     }
 
     pub fn tpm(&self) -> Option<&TpmMaterial> {
         match self {
             Credential::Tpm(m) => Some(m),
-            _ => None,
+            Credential::SymmetricKey { .. } | Credential::X509 { .. } => None,
         }
     }
 }

@@ -130,6 +130,8 @@ pub struct StationApp {
     pub export_note: Option<Result<Option<ExportSummary>, Problem>>,
     pub upload_note: Option<Result<crate::dps::upload::UploadSummary, Problem>>,
     pub uploading: bool,
+    /// Progress of the upload in progress: (enrollments sent, accepted).
+    pub upload_progress: (usize, usize),
     pub warnings: Vec<String>,
     pub db_error: Option<String>,
     pub show_settings: bool,
@@ -207,6 +209,7 @@ impl StationApp {
             export_note: None,
             upload_note: None,
             uploading: false,
+            upload_progress: (0, 0),
             warnings: Vec::new(),
             db_error: None,
             show_settings: false,
@@ -287,6 +290,14 @@ impl StationApp {
                     self.refresh_history();
                 }
                 JobOutcome::Checked(checks) => self.doctor = Some(checks),
+                JobOutcome::Event(Event::Bulk {
+                    enrollments,
+                    uploaded,
+                    ..
+                }) => {
+                    self.upload_progress.0 += enrollments;
+                    self.upload_progress.1 += uploaded;
+                }
                 JobOutcome::Event(_) => {}
             }
         }
@@ -524,6 +535,7 @@ impl StationApp {
                 if !self.uploading {
                     self.upload_note = None;
                     self.uploading = true;
+                    self.upload_progress = (0, 0);
                     self.jobs.send(Job::Upload);
                 }
             }

@@ -70,9 +70,12 @@ fn export(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
 /// The Upload button (when the station uploads) and what the last upload did.
 fn upload(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     let label = if app.uploading {
-        "Uploading…"
+        format!(
+            "Uploading… {} sent, {} accepted",
+            app.upload_progress.0, app.upload_progress.1
+        )
     } else {
-        "Upload to DPS"
+        "Upload to DPS".to_string()
     };
     if ui
         .add_enabled(
