@@ -98,15 +98,9 @@ pub struct SimHandle {
 
 impl SimHandle {
     /// Stop the simulator and wait for it.
-    pub fn stop(mut self) -> io::Result<SimExit> {
+    pub fn stop(self) -> io::Result<SimExit> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("simulator panicked")))
-            })
-            .unwrap_or(Ok(SimExit::Stopped))
+        self.wait()
     }
 }
 
