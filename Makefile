@@ -1,7 +1,7 @@
 # The two commands of README.md: `make run` and `make test`. Both install the Debian packages
 # they need (idempotently) first.
 
-APT_PACKAGES := pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian
+APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
@@ -16,6 +16,9 @@ deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+	@$(CARGO) clippy -V >/dev/null 2>&1 && $(CARGO) fmt --version >/dev/null 2>&1 || \
+	  { command -v rustup >/dev/null && rustup component add clippy rustfmt; } || \
+	  { echo "cargo clippy and cargo fmt are needed: rustup component add clippy rustfmt"; exit 1; }
 
 # The station window on the repository's station.toml (built-in simulated device).
 run: deps gui-runtime
@@ -40,10 +43,13 @@ test: deps deb-check headless
 headless: deps
 	$(CARGO) clippy --no-default-features --lib --bins --target-dir target/headless -- -D warnings
 	$(CARGO) build --no-default-features --target-dir target/headless
-	@if $(CARGO) tree --no-default-features -e normal --prefix none | grep -E '^(eframe|egui|egui_extras|winit|glow) '; then \
+	@tree=$$($(CARGO) tree --no-default-features -e normal --prefix none) || exit 1; \
+	if printf '%s\n' "$$tree" | grep -E '^(eframe|egui|egui_extras|winit|glow) '; then \
 	  echo "the headless build links the crates above"; exit 1; fi
 	@target/headless/debug/station --version
-	@target/headless/debug/station >/dev/null 2>&1; rc=$$?; [ $$rc = 2 ] || { echo "headless station without a command exited $$rc, expected 2"; exit 1; }
+	@out=$$(target/headless/debug/station 2>&1); rc=$$?; \
+	[ $$rc = 2 ] && printf '%s' "$$out" | grep -q "built without the window" || \
+	  { echo "headless station without a command: exit $$rc, $$out"; exit 1; }
 	@echo "headless station: builds, links no eframe/egui, refuses the window with exit 2"
 
 CARGO_DEB_VERSION := 3.8.0

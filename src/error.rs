@@ -35,7 +35,7 @@ macro_rules! codes {
         }
 
         impl ErrorCode {
-            /// Every code, in the order of `docs/errors.md`.
+            /// Every code.
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$name,)*];
 
             /// The stable spelling, recorded with failed attempts.
@@ -79,7 +79,7 @@ codes! {
     DeviceIdentityConflict = "device.identity_conflict" => "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves.",
     DeviceVerifyMismatch = "device.verify_mismatch" => "The device did not store what was written; retry, and if it repeats set the device aside for rework.",
     StoreDuplicateRegistration = "store.duplicate_registration" => "Two devices map to one registration ID: check the serial label and the [registration] template.",
-    StoreDatabase = "store.database" => "Check the database path and free disk space; do not delete the database, call an engineer.",
+    StoreDatabase = "store.database" => "Check the database path, its permissions and free disk space; do not delete the database, call an engineer.",
     StoreSchemaTooNew = "store.schema_too_new" => "This database was written by a newer station; install that version or use another database path.",
     ExportGroupKeyChanged = "export.group_key_changed" => "Configure the group key these devices were provisioned with before exporting them.",
     ExportBatchNotFound = "export.batch_not_found" => "Run `station export --list` to see the batches that exist.",
@@ -97,7 +97,7 @@ codes! {
     X509CsrKeyUnsupported = "x509.csr_key_unsupported" => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
     X509CsrSubjectMismatch = "x509.csr_subject_mismatch" => "The device sent a bad certificate request; retry once, then set the device aside for rework.",
     X509CnTooLong = "x509.cn_too_long" => "Shorten the [registration] template so IDs fit in 64 characters.",
-    X509ReissueNotPermitted = "x509.reissue_not_permitted" => "Set the device aside, or re-run with --allow-reissue if an engineer approves a new certificate.",
+    X509ReissueNotPermitted = "x509.reissue_not_permitted" => "Set the device aside, or re-run with --allow-rekey if an engineer approves a new certificate.",
     TpmUnreachable = "tpm.unreachable" => "Check the fixture's TPM connection and the tcti in station.toml.",
     TpmNoEk = "tpm.no_ek" => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
     TpmBadEk = "tpm.bad_ek" => "The device's TPM answered unexpectedly; re-seat the device and retry, then set it aside.",
@@ -387,6 +387,15 @@ impl Error {
             | Error::Secret { .. }
             | Error::Ca { .. }
             | Error::Usage(_) => ExitClass::Usage,
+            // Station configuration found wanting while a device was in the fixture.
+            Error::Tpm {
+                code: ErrorCode::TpmRootsUnreadable,
+                ..
+            }
+            | Error::Csr {
+                code: ErrorCode::X509CaValidityShort,
+                ..
+            } => ExitClass::Usage,
             Error::PortUnavailable { .. }
             | Error::NoFixture { .. }
             | Error::Database { .. }
@@ -413,7 +422,21 @@ impl Error {
 
 #[cfg(test)]
 mod tests {
-    use super::ErrorCode;
+    use super::{Error, ErrorCode, ExitClass};
+
+    #[test]
+    fn station_configuration_found_at_a_device_exits_as_a_configuration_error() {
+        let e = Error::Tpm {
+            code: ErrorCode::TpmRootsUnreadable,
+            message: String::new(),
+        };
+        assert_eq!(e.exit_class(), ExitClass::Usage);
+        let e = Error::Tpm {
+            code: ErrorCode::TpmUnreachable,
+            message: String::new(),
+        };
+        assert_eq!(e.exit_class(), ExitClass::Device);
+    }
 
     #[test]
     fn every_code_is_listed_in_docs_errors_md_and_spelled_once() {

@@ -67,7 +67,7 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
-/// Every `crate::<module>` a line names.
+/// Every `crate::<module>` a line names (`crate::{a, b::c}` names `a` and `b`).
 fn crate_refs(line: &str) -> Vec<String> {
     let mut refs = Vec::new();
     let mut rest = line;
@@ -77,13 +77,7 @@ fn crate_refs(line: &str) -> Vec<String> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue; // e.g. `provisioning_station::...` is not `crate::`
         }
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            refs.push(name);
-        }
+        refs.extend(names_at(rest).into_iter().filter(|n| !n.is_empty()));
     }
     refs
 }
@@ -130,6 +124,10 @@ fn modules_import_only_the_layers_below_them() {
 fn the_layer_check_catches_an_upward_import() {
     // The check itself: a line as a lower layer would write it is found.
     assert_eq!(crate_refs("use crate::workflow::Event;"), ["workflow"]);
+    assert_eq!(
+        crate_refs("use crate::{error::Error, workflow::Event};"),
+        ["error", "workflow"]
+    );
     assert_eq!(
         crate_refs("let x = crate::store::now(); provisioning_station::gui::run()"),
         ["store"]
@@ -259,12 +257,17 @@ fn functions(text: &str) -> Vec<(usize, usize, String, bool)> {
     out
 }
 
+/// A file's code before its unit-test module (a `mod tests;` declaration is not cut).
+fn non_test_code(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests {").next().unwrap()
+}
+
 #[test]
 fn functions_stay_short_or_say_why() {
     let mut long = Vec::new();
     for (path, text) in sources() {
         // Unit tests are exempt: a scenario reads best in one piece.
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let code = non_test_code(&text);
         if path.file_name().is_some_and(|f| f == "tests.rs") {
             continue;
         }
@@ -284,6 +287,10 @@ fn functions_stay_short_or_say_why() {
 #[test]
 fn the_function_length_check_measures_bodies() {
     let text = "fn a() {\n    1;\n    2;\n}\n\n    pub fn b(\n        x: u8,\n    ) -> u8 {\n        x\n    }\nfn c() {}\n";
+    // Only the unit-test module is cut off, not a `mod tests;` declaration.
+    let file = "#[cfg(test)]\nmod tests;\nfn long() {\n}\n#[cfg(test)]\nmod tests {\n}\n";
+    assert!(non_test_code(file).contains("fn long()"));
+    assert!(!non_test_code(file).contains("mod tests {"));
     let f = functions(text);
     assert_eq!(
         f.iter()

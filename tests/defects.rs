@@ -115,6 +115,24 @@ fn device_holding_its_old_key_after_rotation_is_not_rewritten_without_permission
     st.assert_db_matches_flash();
 }
 
+#[test]
+fn device_holding_its_old_id_scope_is_not_passed_as_it_is() {
+    // It holds exactly what the database recorded, but under the ID scope it was provisioned
+    // with: passing it would send it to another DPS instance than the one configured now.
+    let st = StationDir::new();
+    let sim = st.simulator(&["--devices", "1"]);
+    assert!(provision(&st, &sim.port, &[]).status.success());
+    let before = flash_digest(&st, "SIM000001");
+    let cfg = std::fs::read_to_string(st.config())
+        .unwrap()
+        .replace("0ne000TEST1", "0ne000TEST2");
+    std::fs::write(st.config(), cfg).unwrap();
+    let again = provision(&st, &sim.port, &[]);
+    assert_eq!(failed_code(&again), "device.rekey_not_permitted");
+    assert_eq!(flash_digest(&st, "SIM000001"), before);
+    st.assert_db_matches_flash();
+}
+
 /// COMMIT succeeded but its read-back was lost (READ_DIGEST never answered): the row is
 /// failed and holds certificate C1, which the device holds. A re-run whose COMMIT would be
 /// refused must not replace C1 in the database.
@@ -274,27 +292,30 @@ fn mode_the_device_does_not_advertise_is_refused() {
     assert!(!st.flash().join("SIM000001.json").exists());
 }
 
+/// Each fault, alone, fails the device with `device.protocol` and a message naming `said`.
+fn assert_protocol_errors(cases: &[(&str, &str)]) {
+    for (fault, said) in cases {
+        let (code, msg) = fails_with(&[fault], &[]);
+        assert_eq!(code, "device.protocol", "{fault}: {msg}");
+        assert!(msg.contains(said), "{fault}: {msg}");
+    }
+}
+
 #[test]
 fn reserved_or_missing_state_bytes_are_protocol_errors() {
-    let (code, msg) = fails_with(&["state:commit:0"], &[]);
-    assert_eq!(code, "device.protocol", "{msg}");
-    assert!(msg.contains("state 0"), "{msg}");
-    let (code, msg) = fails_with(&["state:read-digest:2"], &[]);
-    assert_eq!(code, "device.protocol", "{msg}");
-    assert!(msg.contains("reserved"), "{msg}");
+    assert_protocol_errors(&[
+        ("state:commit:0", "state 0"),
+        ("state:read-digest:2", "reserved"),
+    ]);
 }
 
 #[test]
 fn wrong_answers_are_protocol_errors_naming_what_came_back() {
-    let (code, msg) = fails_with(&["wrong-type:commit"], &[]);
-    assert_eq!(code, "device.protocol", "{msg}");
-    assert!(msg.contains("0x85"), "{msg}");
-    let (code, msg) = fails_with(&["stale-seq:commit"], &[]);
-    assert_eq!(code, "device.protocol", "{msg}");
-    assert!(msg.contains("other frames"), "{msg}");
-    let (code, msg) = fails_with(&["empty-nak:write"], &[]);
-    assert_eq!(code, "device.protocol", "{msg}");
-    assert!(msg.contains("without a code byte"), "{msg}");
+    assert_protocol_errors(&[
+        ("wrong-type:commit", "0x85"),
+        ("stale-seq:commit", "other frames"),
+        ("empty-nak:write", "without a code byte"),
+    ]);
 }
 
 #[test]

@@ -167,6 +167,7 @@ pub fn check(
     });
     Ok((
         TpmMaterial {
+            public: reading.public.clone(),
             endorsement_key: B64.encode(&reading.public),
             storage_root_key: reading.srk.as_ref().map(|s| B64.encode(s)),
             ek_hash: crate::domain::hex(&Sha256::digest(&reading.public)),

@@ -116,7 +116,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "1.4.2")]
     pub firmware: String,
     /// Inject a fault (repeatable): noise, corrupt:N, drop:N, stall[:CMD], disconnect[:CMD],
-    /// nak:CMD[:CODE], provisioned:REGID, bad-storage.
+    /// nak:CMD[:CODE], provisioned:REGID, bad-storage, csr-tamper, csr-cn:CN, csr-key:TYPE,
+    /// busy:CMD[:N], wrong-type:CMD, stale-seq:CMD, empty-nak:CMD, state:CMD:N (docs/protocol.md §11).
     #[arg(long = "fault", value_name = "FAULT")]
     pub faults: Vec<String>,
     /// Apply faults only to the Nth device of this run.

@@ -83,7 +83,7 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
         );
     }
     for n in jobs::start_checks(config, workflow.store())? {
-        out.emit(&n.json, || n.text.clone());
+        notice(out, &n);
     }
     let interrupt = Interrupt::install()?;
     workflow.set_interrupt(interrupt.clone());
@@ -134,6 +134,17 @@ fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
     }
 }
 
+/// A start-of-run notice, as a JSON event or a line of text.
+fn notice(out: Out, n: &jobs::Notice) {
+    out.emit(&n.json, || {
+        if n.warning {
+            format!("warning: {}", n.text)
+        } else {
+            n.text.clone()
+        }
+    });
+}
+
 fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
     if a.list {
         let store = Store::open(&config.database_path())?;
@@ -147,7 +158,7 @@ fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
     if a.out.is_none() && a.batch.is_none() {
         let store = Store::open(&config.database_path())?;
         for n in jobs::start_checks(config, &store)? {
-            out.emit(&n.json, || n.text.clone());
+            notice(out, &n);
         }
     }
     let summary = match &a.batch {

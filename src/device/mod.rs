@@ -33,7 +33,7 @@ pub enum Capability {
 impl Capability {
     /// The capability's bit in the station's capability word (protocol v1 carries the word
     /// unchanged in HELLO).
-    pub fn bit(self) -> u32 {
+    pub const fn bit(self) -> u32 {
         1 << match self {
             Capability::SymmetricKey => 0,
             Capability::X509Chain => 1,
@@ -98,8 +98,10 @@ pub trait Device: Send {
     /// Open a session: who the device is, what it can do, whether it holds an identity.
     fn identify(&mut self) -> Result<DeviceInfo>;
 
-    /// The registration ID the device holds, if any.
-    fn held_registration_id(&mut self) -> Result<Option<String>>;
+    /// A non-secret record of the identity the device holds (registration ID, ID scope,
+    /// global endpoint, credential type); `None` when it holds none. Secret records are never
+    /// read back.
+    fn held_record(&mut self, record: RecordId) -> Result<Option<Vec<u8>>>;
 
     /// The digest of the identity the device holds; `None` when it holds none.
     fn held_digest(&mut self) -> Result<Option<Digest>>;

@@ -78,7 +78,10 @@ pub struct Minted {
 /// The TPM material of an enrollment.
 #[derive(Debug, Clone)]
 pub struct TpmMaterial {
-    /// base64 TPM2B_PUBLIC of the EK: DPS `endorsementKey`.
+    /// TPM2B_PUBLIC of the EK (size prefix included): what the device's CREDENTIAL record
+    /// holds.
+    pub public: Vec<u8>,
+    /// base64 of [`TpmMaterial::public`]: DPS `endorsementKey`.
     pub endorsement_key: String,
     /// base64 TPM2B_PUBLIC of the SRK: DPS `storageRootKey`.
     pub storage_root_key: Option<String>,
@@ -180,16 +183,10 @@ impl Credential {
                 (RecordId::Credential, bytes(&certificate.chain_pem)),
                 (RecordId::PrivateKey, key.clone()),
             ],
-            Credential::Tpm(m) => {
-                use base64::Engine;
-                let ek = base64::engine::general_purpose::STANDARD
-                    .decode(&m.endorsement_key)
-                    .unwrap_or_default();
-                vec![
-                    kind(CredentialType::Tpm),
-                    (RecordId::Credential, SecretBytes(ek)),
-                ]
-            }
+            Credential::Tpm(m) => vec![
+                kind(CredentialType::Tpm),
+                (RecordId::Credential, SecretBytes(m.public.clone())),
+            ],
         }
     }
 

@@ -50,15 +50,6 @@ impl AttestationKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
-
-    /// How the technician's screen names it.
-    pub fn label(self) -> &'static str {
-        match self {
-            AttestationKind::SymmetricKey => "Symmetric key",
-            AttestationKind::X509 => "X.509",
-            AttestationKind::Tpm => "TPM",
-        }
-    }
 }
 
 impl std::fmt::Display for AttestationKind {

@@ -2,7 +2,7 @@
 //! credential), and the digest over them that proves the device stored exactly these.
 //!
 //! Record ids are the station's own numbering; protocol v1 carries them unchanged
-//! (docs/protocol.md §4), another protocol maps them to its own keys.
+//! (docs/protocol.md §6), another protocol maps them to its own keys.
 
 use sha2::{Digest as _, Sha256};
 
@@ -32,17 +32,19 @@ impl RecordId {
         RecordId::Credential,
     ];
 
+    /// Every record, in id order.
+    pub const ALL: [RecordId; 7] = [
+        RecordId::IdScope,
+        RecordId::GlobalEndpoint,
+        RecordId::RegistrationId,
+        RecordId::CredentialType,
+        RecordId::Credential,
+        RecordId::CredentialSecondary,
+        RecordId::PrivateKey,
+    ];
+
     pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0x01 => RecordId::IdScope,
-            0x02 => RecordId::GlobalEndpoint,
-            0x03 => RecordId::RegistrationId,
-            0x04 => RecordId::CredentialType,
-            0x05 => RecordId::Credential,
-            0x06 => RecordId::CredentialSecondary,
-            0x07 => RecordId::PrivateKey,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|r| *r as u8 == v)
     }
 
     /// Whether a device may give this record back (secrets never).

@@ -90,8 +90,14 @@ pub fn orphans(out_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Remove orphan temporary files and re-create the files of every batch [`check`] finds.
-/// Skipped while another process exports (it holds the export lock).
-pub fn repair(store: &Store, keys: Option<&SymmetricKeySource>, out_dir: &Path) -> Result<Repair> {
+/// Skipped while another process exports (it holds the export lock). The group keys (to
+/// re-derive symmetric keys) are loaded only when a batch must be re-created; when they cannot
+/// be, each such batch is reported with why.
+pub fn repair(
+    store: &Store,
+    keys: impl FnOnce() -> Result<Option<SymmetricKeySource>>,
+    out_dir: &Path,
+) -> Result<Repair> {
     let mut done = Repair::default();
     if !out_dir.exists() && store.batches()?.is_empty() {
         return Ok(done);
@@ -109,8 +115,22 @@ pub fn repair(store: &Store, keys: Option<&SymmetricKeySource>, out_dir: &Path) 
     }
     let mut batches: Vec<&Unpublished> = problems.iter().collect();
     batches.dedup_by(|a, b| a.batch == b.batch);
+    if batches.is_empty() {
+        return Ok(done);
+    }
+    let keys = match keys() {
+        Ok(k) => k,
+        Err(e) => {
+            let why = e.to_string();
+            done.failed = batches
+                .into_iter()
+                .map(|p| (p.clone(), why.clone()))
+                .collect();
+            return Ok(done);
+        }
+    };
     for p in batches {
-        match export::export_again(store, &p.batch, keys, out_dir) {
+        match export::export_again(store, &p.batch, keys.as_ref(), out_dir) {
             Ok(_) => done.recreated.push(p.batch.clone()),
             Err(e) => done.failed.push((p.clone(), e.to_string())),
         }

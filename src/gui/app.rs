@@ -186,6 +186,7 @@ impl StationApp {
             repaint_fn(ctx),
         ));
         let jobs = Jobs::spawn(config.clone(), repaint_fn(ctx));
+        jobs.send(Job::StartChecks);
         let reader = reader::spawn(config.database_path(), repaint_fn(ctx));
         let effective_config = toml::to_string_pretty(&config).unwrap_or_default();
         let prefs = Prefs {
@@ -253,6 +254,13 @@ impl StationApp {
     }
 
     /// The fixture worker's reports.
+    /// Show a warning once (a re-opened fixture reports its warnings again).
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+
     fn drain_reports(&mut self) {
         let reports: Vec<Report> = self
             .worker
@@ -263,7 +271,7 @@ impl StationApp {
             match r {
                 Report::Connected { port } => self.port = PortStatus::Connected(port),
                 Report::Unavailable(p) => self.port = PortStatus::Error(p),
-                Report::Warning(w) => self.warnings.push(w),
+                Report::Warning(w) => self.warn(w),
                 Report::Event(e) => self.on_event(e),
                 Report::Finished => {
                     self.device.busy = false;
@@ -290,6 +298,7 @@ impl StationApp {
                     self.refresh_history();
                 }
                 JobOutcome::Checked(checks) => self.doctor = Some(checks),
+                JobOutcome::Notices(notices) => notices.into_iter().for_each(|n| self.warn(n)),
                 JobOutcome::Event(Event::Bulk {
                     enrollments,
                     uploaded,
@@ -555,7 +564,7 @@ impl StationApp {
             UiCommand::RunDoctor => {
                 self.jobs.send(Job::Doctor);
             }
-            UiCommand::ListPorts => self.ports = list_ports(),
+            UiCommand::ListPorts => self.ports = super::ports::list(),
             UiCommand::UsePort(port) => {
                 let port = port.trim().to_string();
                 if port.is_empty() || self.device.busy {
@@ -573,25 +582,4 @@ impl StationApp {
             }
         }
     }
-}
-
-/// The serial ports this machine has, described (USB VID:PID and product).
-fn list_ports() -> Vec<(String, String)> {
-    serialport::available_ports()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| {
-            let desc = match &p.port_type {
-                serialport::SerialPortType::UsbPort(u) => format!(
-                    "{} — USB {:04x}:{:04x} {}",
-                    p.port_name,
-                    u.vid,
-                    u.pid,
-                    u.product.clone().unwrap_or_default()
-                ),
-                _ => p.port_name.clone(),
-            };
-            (p.port_name, desc)
-        })
-        .collect()
 }

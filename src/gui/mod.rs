@@ -12,6 +12,7 @@ mod device_panel;
 mod dialogs;
 mod history;
 mod panels;
+mod ports;
 pub mod reader;
 mod shift_panel;
 mod widgets;

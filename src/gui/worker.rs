@@ -6,8 +6,7 @@
 use crate::config::Config;
 use crate::device::Opener;
 use crate::domain::Event;
-use crate::station::{NextDevice, Problem, jobs};
-use crate::store::Store;
+use crate::station::{NextDevice, Problem};
 use crate::workflow::{DeviceInput, Permissions, Workflow};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::Duration;
@@ -95,9 +94,6 @@ fn run(
     for w in workflow.warnings() {
         send(Report::Warning(w));
     }
-    for w in start_checks(config, workflow.store()) {
-        send(Report::Warning(w));
-    }
     let mut fixture = match opener(config, port) {
         Ok(f) => f,
         Err(e) => return send(Report::Unavailable((&e).into())),
@@ -134,25 +130,9 @@ fn run(
             operator,
             permissions,
         };
-        let mut serial = None;
-        let result = workflow.provision(device, &input, &mut |e| {
-            if let Event::Identified { serial: s, .. } = &e {
-                serial = Some(s.clone());
-            }
+        let _ = next.provision(&mut workflow, device, &input, &mut |e| {
             send(Report::Event(e))
         });
-        next.record(&result, serial.as_deref());
         send(Report::Finished);
-    }
-}
-
-/// The start-of-run checks, as lines for the warnings panel.
-fn start_checks(config: &Config, store: &Store) -> Vec<String> {
-    match jobs::start_checks(config, store) {
-        Ok(notices) => notices
-            .into_iter()
-            .map(|n| n.text.trim_start_matches("warning: ").to_string())
-            .collect(),
-        Err(e) => vec![format!("checking exported batches failed: {e}")],
     }
 }

@@ -110,7 +110,7 @@ impl<'a> Spec<'a> {
             Some("gen-csr") => Ok(kind::GEN_CSR),
             Some("read-ek") => Ok(kind::READ_EK),
             Some(o) => Err(format!(
-                "unknown command `{o}` in fault `{spec}`; use hello, write, commit, read-digest, read-record, gen-csr or reset"
+                "unknown command `{o}` in fault `{spec}`; use hello, write, commit, read-digest, read-record, gen-csr, read-ek or reset"
             )),
         }
     }

@@ -107,6 +107,10 @@ impl SimHandle {
 impl SimHandle {
     /// Wait until the simulator ends by itself (a disconnect fault or an I/O error).
     pub fn wait(mut self) -> io::Result<SimExit> {
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<SimExit> {
         self.thread
             .take()
             .map(|t| {
@@ -118,11 +122,10 @@ impl SimHandle {
 }
 
 impl Drop for SimHandle {
+    /// Stop the simulator (when `stop` or `wait` did not already join it).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.join();
     }
 }
 

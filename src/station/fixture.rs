@@ -43,6 +43,25 @@ impl NextDevice {
         self.passed.is_some() && self.failed.is_none()
     }
 
+    /// Provision the device in the fixture and remember how it ended.
+    pub fn provision(
+        &mut self,
+        workflow: &mut Workflow,
+        device: &mut dyn Device,
+        input: &DeviceInput,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Outcome> {
+        let mut serial = None;
+        let result = workflow.provision(device, input, &mut |e| {
+            if let Event::Identified { serial: s, .. } = &e {
+                serial = Some(s.clone());
+            }
+            emit(e)
+        });
+        self.record(&result, serial.as_deref());
+        result
+    }
+
     /// Whether a device not attempted since answers now (one identify; errors count as no).
     pub fn poll(&self, device: &mut dyn Device) -> bool {
         device
@@ -125,15 +144,7 @@ pub fn run(
             tally.waiting = Some(e);
             break;
         }
-        let mut serial = None;
-        let result = workflow.provision(device, input, &mut |e| {
-            if let Event::Identified { serial: s, .. } = &e {
-                serial = Some(s.clone());
-            }
-            emit(e)
-        });
-        next.record(&result, serial.as_deref());
-        match result {
+        match next.provision(workflow, device, input, emit) {
             Ok(_) => tally.passed += 1,
             Err(e) => {
                 tally.failed += 1;

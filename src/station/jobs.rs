@@ -21,6 +21,8 @@ pub struct Notice {
     /// The JSON form (with its `event` name).
     pub json: serde_json::Value,
     pub text: String,
+    /// Something to act on (as opposed to a report of what was tidied).
+    pub warning: bool,
 }
 
 /// The group keys an export needs to re-derive keys (none outside symmetric mode).
@@ -32,14 +34,12 @@ pub fn keys(config: &Config) -> Result<Option<SymmetricKeySource>> {
 /// (re-created), orphan temporary export files (removed).
 pub fn start_checks(config: &Config, store: &Store) -> Result<Vec<Notice>> {
     let mut notices = unfinished(store)?;
-    let keys = keys(config)?;
-    let done = publish::repair(store, keys.as_ref(), &config.export_dir())?;
+    let done = publish::repair(store, || keys(config), &config.export_dir())?;
     for batch in &done.recreated {
         notices.push(Notice {
             json: json!({"event": "batch_recreated", "batch": batch}),
-            text: format!(
-                "warning: batch {batch} was recorded but its files were missing; re-created them"
-            ),
+            text: format!("batch {batch} was recorded but its files were missing; re-created them"),
+            warning: true,
         });
     }
     for path in &done.removed {
@@ -49,18 +49,20 @@ pub fn start_checks(config: &Config, store: &Store) -> Result<Vec<Notice>> {
                 "removed {} left by an export that did not finish",
                 path.display()
             ),
+            warning: false,
         });
     }
     for (p, why) in &done.failed {
         notices.push(Notice {
             json: json!({"event": "batch_unpublished", "batch": p.batch, "file": p.file, "problem": p.problem, "error": why, "fix": p.fix()}),
             text: format!(
-                "warning: batch {}: {} is {}; re-creating it failed ({why}); fix that, then run `{}`",
+                "batch {}: {} is {}; re-creating it failed ({why}); fix that, then run `{}`",
                 p.batch,
                 p.file.display(),
                 p.problem,
                 p.fix()
             ),
+            warning: true,
         });
     }
     Ok(notices)
@@ -77,7 +79,7 @@ fn unfinished(store: &Store) -> Result<Vec<Notice>> {
     Ok(vec![Notice {
         json: json!({"event": "unfinished", "count": total, "serials": serials}),
         text: format!(
-            "warning: {total} device(s) were left unfinished by an earlier run (recorded, never verified): {}{} — put each on the fixture again; the station finishes it from what the device holds",
+            "{total} device(s) were left unfinished by an earlier run (recorded, never verified): {}{} — put each on the fixture again; the station finishes it from what the device holds",
             serials.join(", "),
             if total as usize > serials.len() {
                 ", …"
@@ -85,7 +87,20 @@ fn unfinished(store: &Store) -> Result<Vec<Notice>> {
                 ""
             }
         ),
+        warning: true,
     }])
+}
+
+/// [`start_checks`] on the configured database, as lines for the window.
+fn start_notices(config: &Config) -> Vec<String> {
+    match Store::open(&config.database_path()).and_then(|s| start_checks(config, &s)) {
+        Ok(notices) => notices.into_iter().map(|n| n.text).collect(),
+        Err(e) => vec![format!(
+            "the start-of-run checks failed: [{}] {e}; {}",
+            e.code(),
+            e.remedy()
+        )],
+    }
 }
 
 /// Export a new batch of every provisioned enrollment not yet exported, into `dir` (default:
@@ -145,6 +160,8 @@ pub fn verify(
 /// Work the window hands to the jobs thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Job {
+    /// The start-of-run checks ([`start_checks`]).
+    StartChecks,
     Export,
     Upload,
     Doctor,
@@ -153,6 +170,8 @@ pub enum Job {
 /// What a job came to.
 #[derive(Debug, Clone)]
 pub enum JobOutcome {
+    /// What the start-of-run checks found, in words.
+    Notices(Vec<String>),
     Exported(std::result::Result<Option<ExportSummary>, super::Problem>),
     Uploaded(std::result::Result<UploadSummary, super::Problem>),
     Checked(Vec<Check>),
@@ -181,6 +200,7 @@ impl Jobs {
                 };
                 for job in jobs {
                     send(match job {
+                        Job::StartChecks => JobOutcome::Notices(start_notices(&config)),
                         Job::Export => {
                             JobOutcome::Exported(export_new(&config, None).map_err(|e| (&e).into()))
                         }

@@ -62,20 +62,21 @@ pub struct AttestationRow<'a> {
 
 /// A row's columns: borrowed from SQLite, or owned (superseded versions, which are rare).
 enum Cols<'r, 's> {
-    Row { row: &'r Row<'r>, store: &'s Store },
-    Owned(Vec<Option<String>>),
+    Row {
+        row: &'r Row<'r>,
+        store: &'s Store,
+    },
+    Owned {
+        vals: Vec<Option<String>>,
+        store: &'s Store,
+    },
 }
 
 impl Cols<'_, '_> {
     fn kind(&self, i: usize) -> Result<AttestationKind> {
         let t = self.text(i)?;
-        parse_kind(t).map_err(|e| Error::Database {
-            path: match self {
-                Cols::Row { store, .. } => store.path().to_string(),
-                Cols::Owned(_) => String::new(),
-            },
-            message: e.to_string(),
-        })
+        let (Cols::Row { store, .. } | Cols::Owned { store, .. }) = self;
+        parse_kind(t).map_err(|e| store.err(e))
     }
 
     fn opt(&self, i: usize) -> Result<Option<&str>> {
@@ -84,7 +85,7 @@ impl Cols<'_, '_> {
                 .get_ref(i)
                 .and_then(|v| v.as_str_or_null().map_err(Into::into))
                 .map_err(|e| store.err(e)),
-            Cols::Owned(v) => Ok(v.get(i).and_then(|s| s.as_deref())),
+            Cols::Owned { vals, .. } => Ok(vals.get(i).and_then(|s| s.as_deref())),
         }
     }
 
@@ -237,14 +238,14 @@ impl Store {
             let seq: i64 = row.get(seq_col).map_err(|e| self.err(e))?;
             while old.last().is_some_and(|(s, _)| *s < seq) {
                 let (_, vals) = old.pop().expect("checked");
-                f(&Cols::Owned(vals))?;
+                f(&Cols::Owned { vals, store: self })?;
                 n += 1;
             }
             f(&Cols::Row { row, store: self })?;
             n += 1;
         }
         while let Some((_, vals)) = old.pop() {
-            f(&Cols::Owned(vals))?;
+            f(&Cols::Owned { vals, store: self })?;
             n += 1;
         }
         Ok(n)

@@ -24,7 +24,7 @@ use crate::attestation::{self, CredentialSource, Inspection};
 use crate::config::Config;
 use crate::device::{Device, DeviceInfo};
 use crate::domain::registration_id::{self, Inputs, Template};
-use crate::domain::{Credential, Enrollment, Identity, Status, hex};
+use crate::domain::{Credential, Enrollment, Identity, RecordId, Status, hex};
 use crate::error::{Error, Result};
 use crate::store::{Attempt, NewEnrollment, Store, now};
 use std::time::{Duration, Instant};
@@ -103,6 +103,8 @@ struct Held {
     replace: bool,
     /// It holds this registration ID.
     this_id: bool,
+    /// It holds this registration ID under the configured ID scope and global endpoint.
+    current: bool,
     /// The digest of the identity it holds (hex).
     digest: Option<String>,
 }
@@ -318,7 +320,8 @@ impl Workflow {
         if !who.info.holds_identity {
             return Ok(held);
         }
-        match device.held_registration_id()? {
+        let held_id = device.held_record(RecordId::RegistrationId)?;
+        match held_id.map(|b| String::from_utf8_lossy(&b).into_owned()) {
             Some(id) if !id.eq_ignore_ascii_case(&who.registration_id) => {
                 if !input.permissions.overwrite_identity {
                     return Err(Error::IdentityConflict {
@@ -332,17 +335,25 @@ impl Workflow {
             Some(_) => held.this_id = true,
             None => {}
         }
+        if held.this_id {
+            // Another ID scope or endpoint would send the device to another DPS instance than
+            // the one its enrollment goes to now: never finished as it is.
+            held.current = device.held_record(RecordId::IdScope)?.as_deref()
+                == Some(self.id_scope.as_bytes())
+                && device.held_record(RecordId::GlobalEndpoint)?.as_deref()
+                    == Some(self.global_endpoint.as_bytes());
+        }
         held.digest = device.held_digest()?.map(|d| hex(&d));
         Ok(held)
     }
 
     /// The digest to finish on without writing, when the device already holds exactly what
-    /// the database records for it.
+    /// the database records for it, under the configured ID scope and endpoint.
     fn resumable(&self, e: &Enrollment, held: &Held, input: &DeviceInput) -> Option<String> {
-        let digest = held.digest.as_deref()?;
+        let digest = held.digest.as_deref().filter(|_| held.current)?;
         let recorded = match e.status {
             Status::Provisioned | Status::Exported => {
-                let keep = held.this_id && !input.permissions.rekey && self.source.still_valid(e);
+                let keep = !input.permissions.rekey && self.source.still_valid(e);
                 e.device_digest.as_deref().filter(|_| keep)
             }
             // Recorded, then committed by the device, but never marked (a crash, a lost
@@ -416,7 +427,7 @@ impl Workflow {
                 digest: expected_hex.clone(),
             });
         } else {
-            self.write(device, &identity, held.replace, emit)?;
+            self.write(device, &identity, &expected, held.replace, emit)?;
         }
         verify(device, &expected)?;
         emit(Event::Verified {
@@ -453,6 +464,7 @@ impl Workflow {
         &self,
         device: &mut dyn Device,
         identity: &Identity,
+        expected: &crate::domain::Digest,
         replace: bool,
         emit: &mut dyn FnMut(Event),
     ) -> Result<()> {
@@ -474,10 +486,9 @@ impl Workflow {
         emit(Event::Committed {
             digest: hex(&committed),
         });
-        let expected = identity.digest();
-        if committed != expected {
+        if committed != *expected {
             return Err(Error::VerifyMismatch {
-                expected: hex(&expected),
+                expected: hex(expected),
                 actual: hex(&committed),
             });
         }

@@ -63,6 +63,13 @@ struct Fake {
     resets: u32,
     /// After the commit, `held_digest` is the read-back.
     committed_once: bool,
+    /// A session is open (identify) and not yet ended (reset).
+    session: bool,
+    /// The REPLACE flag of the last commit.
+    last_replace: Option<bool>,
+    /// Ask for a stop while staging record number `.0` (1-based), or inside the commit.
+    stop_at_stage: Option<(u32, Interrupt)>,
+    stop_in_commit: Option<Interrupt>,
 }
 
 impl Fake {
@@ -77,7 +84,37 @@ impl Fake {
             commits: 0,
             resets: 0,
             committed_once: false,
+            session: false,
+            last_replace: None,
+            stop_at_stage: None,
+            stop_in_commit: None,
         }
+    }
+
+    /// A device that holds an identity from elsewhere under `registration_id`.
+    fn holding(registration_id: &str) -> Self {
+        let mut f = Self::new();
+        for (id, b) in [
+            (RecordId::IdScope, &b"0ne0000OTHER"[..]),
+            (
+                RecordId::GlobalEndpoint,
+                b"global.azure-devices-provisioning.net",
+            ),
+            (RecordId::RegistrationId, registration_id.as_bytes()),
+            (RecordId::CredentialType, &[1]),
+            (RecordId::Credential, b"b3RoZXI="),
+        ] {
+            f.committed.insert(id, b.to_vec());
+        }
+        f
+    }
+
+    /// protocol.md §7: every command but HELLO needs a session (NAK NO_SESSION).
+    fn in_session(&self) -> Result<()> {
+        if self.session {
+            return Ok(());
+        }
+        Err(nak(0x0c, "no session (HELLO first)"))
     }
 
     fn failing(op: Op, fault: Fault) -> Self {
@@ -93,6 +130,12 @@ impl Fake {
 
     /// The scripted fault for `op`, as the error a real link would report.
     fn fail(&self, op: Op) -> Result<()> {
+        if let Some((o, f @ (Fault::LostAnswer | Fault::Lie))) = self.fault {
+            assert!(
+                matches!((o, f), (Op::Commit, _) | (Op::ReadBack, Fault::Lie)),
+                "{o:?}/{f:?} is not a scripted fault"
+            );
+        }
         match self.fault {
             Some((o, f)) if o == op => Err(match f {
                 Fault::Timeout => Error::Timeout {
@@ -104,12 +147,7 @@ impl Fake {
                     port: "fake".into(),
                     command: "OP",
                 },
-                Fault::Nak => Error::Nak {
-                    command: "OP",
-                    code: 0x06,
-                    reason: "storage failure",
-                    detail: String::new(),
-                },
+                Fault::Nak => nak(0x06, "storage failure"),
                 Fault::Protocol => Error::Protocol {
                     port: "fake".into(),
                     command: "OP",
@@ -127,6 +165,15 @@ impl Fake {
     }
 }
 
+fn nak(code: u8, reason: &'static str) -> Error {
+    Error::Nak {
+        command: "OP",
+        code,
+        reason,
+        detail: String::new(),
+    }
+}
+
 impl Device for Fake {
     fn port(&self) -> &str {
         "fake"
@@ -134,6 +181,10 @@ impl Device for Fake {
 
     fn identify(&mut self) -> Result<DeviceInfo> {
         self.fail(Op::Identify)?;
+        // A new session discards whatever was staged and not committed.
+        self.session = true;
+        self.staged.clear();
+        self.committed_once = false;
         Ok(DeviceInfo {
             protocol: 1,
             capabilities: self.capabilities,
@@ -144,15 +195,15 @@ impl Device for Fake {
         })
     }
 
-    fn held_registration_id(&mut self) -> Result<Option<String>> {
+    fn held_record(&mut self, record: RecordId) -> Result<Option<Vec<u8>>> {
+        self.in_session()?;
+        assert!(record.readable(), "secret records are never read back");
         self.fail(Op::HeldId)?;
-        Ok(self
-            .committed
-            .get(&RecordId::RegistrationId)
-            .map(|b| String::from_utf8_lossy(b).into_owned()))
+        Ok(self.committed.get(&record).cloned())
     }
 
     fn held_digest(&mut self) -> Result<Option<Digest>> {
+        self.in_session()?;
         let op = if self.committed_once {
             Op::ReadBack
         } else {
@@ -171,17 +222,40 @@ impl Device for Fake {
         bytes: &[u8],
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        self.in_session()?;
         self.stages += 1;
+        if let Some((n, stop)) = &self.stop_at_stage
+            && *n == self.stages
+        {
+            stop.request(15);
+        }
         self.fail(Op::Stage)?;
         self.staged.insert(record, bytes.to_vec());
         progress(bytes.len());
         Ok(())
     }
 
-    fn commit(&mut self, _replace: bool) -> Result<Digest> {
+    fn commit(&mut self, replace: bool) -> Result<Digest> {
+        self.in_session()?;
         self.commits += 1;
+        self.last_replace = Some(replace);
         if self.fault != Some((Op::Commit, Fault::LostAnswer)) {
             self.fail(Op::Commit)?;
+        }
+        // protocol.md §7: INCOMPLETE unless every required record is staged; ALREADY_PROVISIONED
+        // when it holds another registration ID and REPLACE is clear.
+        if RecordId::REQUIRED
+            .iter()
+            .any(|r| !self.staged.contains_key(r))
+        {
+            return Err(nak(0x0b, "records missing for commit"));
+        }
+        let held = self.committed.get(&RecordId::RegistrationId);
+        if held.is_some_and(|h| Some(h) != self.staged.get(&RecordId::RegistrationId)) && !replace {
+            return Err(nak(0x07, "already provisioned"));
+        }
+        if let Some(stop) = &self.stop_in_commit {
+            stop.request(15);
         }
         self.committed = std::mem::take(&mut self.staged);
         self.committed_once = true;
@@ -208,7 +282,10 @@ impl Device for Fake {
     }
 
     fn reset(&mut self) -> Result<()> {
+        self.in_session()?;
         self.resets += 1;
+        self.session = false;
+        self.staged.clear();
         self.committed_once = false;
         Ok(())
     }
@@ -288,6 +365,7 @@ fn every_step_failing_every_way_records_a_failure_and_never_a_pass() {
                 d.committed = first.committed.clone();
             }
             let before = s.workflow.store().find(ID).unwrap();
+            let failed_before = s.workflow.store().shift_stats("").unwrap().failed;
             let (r, events) = run(&mut s, &mut d);
             let e = r.expect_err(&format!("{op:?}/{fault:?} must fail"));
             assert!(!passed(&events), "{op:?}/{fault:?}: no PASS");
@@ -317,8 +395,14 @@ fn every_step_failing_every_way_records_a_failure_and_never_a_pass() {
                 ),
                 (Some(_), None) => panic!("{op:?}/{fault:?}: an enrollment vanished"),
             }
-            let attempts = s.workflow.store().attempts(SERIAL, 10).unwrap();
+            let stats = s.workflow.store().shift_stats("").unwrap();
+            assert_eq!(
+                stats.failed,
+                failed_before + 1,
+                "{op:?}/{fault:?}: one attempt"
+            );
             if op != Op::Identify {
+                let attempts = s.workflow.store().attempts(SERIAL, 10).unwrap();
                 assert_eq!(
                     attempts[0].error_code.as_deref(),
                     Some(e.code().as_str()),
@@ -327,8 +411,8 @@ fn every_step_failing_every_way_records_a_failure_and_never_a_pass() {
             }
             if op == Op::Commit || op == Op::Stage {
                 assert!(
-                    d.committed.is_empty() || before.is_some(),
-                    "{op:?}/{fault:?}"
+                    d.committed.is_empty(),
+                    "{op:?}/{fault:?}: nothing committed"
                 );
             }
         }
@@ -381,17 +465,10 @@ fn a_lost_commit_answer_is_finished_from_what_the_device_holds_without_writing_a
 }
 
 #[test]
-fn a_changed_id_scope_is_a_rekey_refused_without_touching_device_or_database() {
-    // A device that holds what the database recorded passes as it is; one that lost its
-    // identity (re-flashed) would get another credential under the new ID scope: refused.
+fn a_re_run_of_a_device_holding_its_recorded_identity_writes_nothing() {
     let mut s = station();
     let mut d = Fake::new();
     run(&mut s, &mut d).0.unwrap();
-    let recorded = s.workflow.store().find(ID).unwrap().unwrap().device_digest;
-    // The same database, another ID scope.
-    let mut cfg = s.config.clone();
-    cfg.dps.id_scope = "0ne00000002".into();
-    s.workflow = Workflow::new(&cfg).unwrap();
     let stages = d.stages;
     let (r, events) = run(&mut s, &mut d);
     r.unwrap();
@@ -400,31 +477,114 @@ fn a_changed_id_scope_is_a_rekey_refused_without_touching_device_or_database() {
             .iter()
             .any(|e| matches!(e, Event::AlreadyProvisioned { .. }))
     );
-    assert_eq!(
-        d.stages, stages,
-        "a device holding its recorded identity is not rewritten"
-    );
-    d.committed.clear();
-    let (r, events) = run(&mut s, &mut d);
-    assert_eq!(r.unwrap_err().code(), "device.rekey_not_permitted");
-    assert!(!passed(&events));
-    assert_eq!(d.stages, stages, "nothing written");
-    let e = s.workflow.store().find(ID).unwrap().unwrap();
-    assert_eq!((e.status, e.device_digest), (Status::Provisioned, recorded));
+    assert_eq!((d.stages, d.commits), (stages, 1), "nothing rewritten");
 }
 
 #[test]
-fn a_stop_request_before_commit_leaves_the_device_without_an_identity() {
+fn a_changed_id_scope_is_a_rekey_refused_without_touching_device_or_database() {
+    let mut s = station();
+    let mut d = Fake::new();
+    run(&mut s, &mut d).0.unwrap();
+    let recorded = s.workflow.store().find(ID).unwrap().unwrap().device_digest;
+    // The same database, another ID scope: the device (holding the old one) would go to
+    // another DPS instance than its enrollment.
+    let mut cfg = s.config.clone();
+    cfg.dps.id_scope = "0ne00000002".into();
+    s.workflow = Workflow::new(&cfg).unwrap();
+    let stages = d.stages;
+    for wiped in [false, true] {
+        if wiped {
+            d.committed.clear();
+        }
+        let (r, events) = run(&mut s, &mut d);
+        assert_eq!(
+            r.unwrap_err().code(),
+            "device.rekey_not_permitted",
+            "wiped {wiped}"
+        );
+        assert!(!passed(&events));
+        assert_eq!(d.stages, stages, "nothing written");
+        let e = s.workflow.store().find(ID).unwrap().unwrap();
+        assert_eq!(
+            (e.status, e.device_digest.clone()),
+            (Status::Provisioned, recorded.clone())
+        );
+    }
+    // An approved re-key writes the new scope and keeps the old version.
+    let input = DeviceInput {
+        operator: "op".into(),
+        permissions: Permissions {
+            rekey: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.workflow.provision(&mut d, &input, &mut |_| {}).unwrap();
+    assert_eq!(
+        d.committed.get(&RecordId::IdScope).map(Vec::as_slice),
+        Some(&b"0ne00000002"[..])
+    );
+    let e = s.workflow.store().find(ID).unwrap().unwrap();
+    assert_eq!(e.device_digest, d.digest().map(|x| hex(&x)));
+    assert_ne!(e.device_digest, recorded);
+}
+
+#[test]
+fn an_identity_from_elsewhere_is_replaced_only_with_permission() {
+    let mut s = station();
+    let mut d = Fake::holding("foreign-7");
+    let (r, _) = run(&mut s, &mut d);
+    assert_eq!(r.unwrap_err().code(), "device.identity_conflict");
+    assert_eq!((d.stages, d.commits), (0, 0));
+    assert!(s.workflow.store().find(ID).unwrap().is_none());
+    let input = DeviceInput {
+        operator: "op".into(),
+        permissions: Permissions {
+            overwrite_identity: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.workflow.provision(&mut d, &input, &mut |_| {}).unwrap();
+    assert_eq!(d.last_replace, Some(true), "COMMIT carries REPLACE");
+    assert_eq!(
+        d.committed
+            .get(&RecordId::RegistrationId)
+            .map(Vec::as_slice),
+        Some(ID.as_bytes())
+    );
+}
+
+#[test]
+fn a_stop_while_writing_abandons_the_device_before_its_commit() {
     let mut s = station();
     let stop = Interrupt::default();
-    stop.request(2);
-    s.workflow.set_interrupt(stop);
+    s.workflow.set_interrupt(stop.clone());
     let mut d = Fake::new();
+    d.stop_at_stage = Some((2, stop));
     let (r, events) = run(&mut s, &mut d);
     assert_eq!(r.unwrap_err().code(), "station.interrupted");
     assert!(!passed(&events));
-    assert_eq!(d.commits, 0);
+    assert_eq!((d.stages, d.commits), (2, 0));
     assert!(d.committed.is_empty());
+    let e = s.workflow.store().find(ID).unwrap().unwrap();
+    assert_eq!((e.status, e.device_digest), (Status::Failed, None));
+}
+
+#[test]
+fn a_stop_after_the_commit_finishes_the_device() {
+    let mut s = station();
+    let stop = Interrupt::default();
+    s.workflow.set_interrupt(stop.clone());
+    let mut d = Fake::new();
+    d.stop_in_commit = Some(stop);
+    let (r, events) = run(&mut s, &mut d);
+    r.unwrap();
+    assert!(passed(&events));
+    assert_eq!(
+        s.workflow.store().find(ID).unwrap().unwrap().status,
+        Status::Provisioned
+    );
 }
 
 #[test]

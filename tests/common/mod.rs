@@ -103,7 +103,11 @@ impl StationDir {
 
     /// Attempts as (registration_id, outcome, error_code).
     pub fn attempts(&self) -> Vec<(Option<String>, String, Option<String>)> {
-        let conn = rusqlite::Connection::open(self.db()).unwrap();
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap_or_else(|e| panic!("database {}: {e}", self.db().display()));
         let mut st = conn
             .prepare("SELECT registration_id, outcome, error_code FROM attempts ORDER BY id")
             .unwrap();
@@ -117,22 +121,7 @@ impl StationDir {
     /// what the device holds, and no device holds an identity the database lacks.
     pub fn assert_db_matches_flash(&self) {
         let rows = self.rows();
-        // The simulator creates its flash directory when it starts: without it, nothing
-        // here would be checked.
-        let entries = std::fs::read_dir(self.flash()).unwrap_or_else(|e| {
-            panic!(
-                "no flash directory {} to check {} rows against: {e}",
-                self.flash().display(),
-                rows.len()
-            )
-        });
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let flash: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for (_, flash) in self.flash_devices() {
             let records = flash["records"].as_object().unwrap();
             let Some(regid_hex) = records.get("3").and_then(|v| v.as_str()) else {
                 continue;
@@ -214,34 +203,53 @@ pub fn move_table_after(cfg: &str, table: &str, after: &str) -> String {
 }
 
 impl StationDir {
+    /// Every simulated device's flash file (path, contents). The simulator creates its flash
+    /// directory when it starts: a missing one fails the test, since nothing could be checked.
+    pub fn flash_devices(&self) -> Vec<(PathBuf, serde_json::Value)> {
+        let entries = std::fs::read_dir(self.flash()).unwrap_or_else(|e| {
+            panic!(
+                "no flash directory {} to check: {e}",
+                self.flash().display()
+            )
+        });
+        let mut devices: Vec<_> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| {
+                let flash = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                (p, flash)
+            })
+            .collect();
+        devices.sort_by(|a, b| a.0.cmp(&b.0));
+        devices
+    }
+
     /// The crash-safety invariant, read from the device side: every identity a simulated
     /// device holds is a credential version the database holds (provisioned, recorded as
     /// pending or failed, or superseded), and for X.509 the certificate the device holds is
     /// the one stored for that version.
     pub fn assert_every_device_credential_is_in_db(&self) {
-        let conn = rusqlite::Connection::open(self.db()).unwrap();
-        let Ok(entries) = std::fs::read_dir(self.flash()) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let flash: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        // Read-only, and looking does not create the file; a device holding an identity
+        // while the database is missing fails below.
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok();
+        for (path, flash) in self.flash_devices() {
             let digest = flash["digest"].as_str().unwrap().to_string();
             if flash["records"].as_object().is_none_or(|r| r.is_empty()) {
                 continue;
             }
-            let held: Option<Option<String>> = conn
-                .query_row(
+            let held: Option<Option<String>> = conn.as_ref().and_then(|conn| {
+                conn.query_row(
                     "SELECT public_material FROM enrollments WHERE device_digest = ?1 OR (status <> 'provisioned' AND expected_digest = ?1) \
                      UNION ALL SELECT public_material FROM superseded_enrollments WHERE device_digest = ?1 LIMIT 1",
                     [&digest],
                     |r| r.get(0),
                 )
-                .ok();
+                .ok()
+            });
             let Some(material) = held else {
                 panic!(
                     "device {} holds digest {digest}, which no credential version in the database has",

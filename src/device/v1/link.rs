@@ -438,10 +438,13 @@ impl Device for Link {
         })
     }
 
-    fn held_registration_id(&mut self) -> Result<Option<String>> {
-        Ok(self
-            .read_record(RecordId::RegistrationId as u8)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    fn held_record(&mut self, record: RecordId) -> Result<Option<Vec<u8>>> {
+        if !record.readable() {
+            return Err(Error::Internal {
+                message: format!("the {} record is secret and never read back", record.name()),
+            });
+        }
+        self.read_record(record as u8)
     }
 
     fn held_digest(&mut self) -> Result<Option<Digest>> {
