@@ -420,6 +420,30 @@ impl Error {
     }
 }
 
+/// An error as the technician sees it: its code, what happened, what to do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Problem {
+    pub code: ErrorCode,
+    pub message: String,
+    pub remedy: &'static str,
+}
+
+impl From<&Error> for Problem {
+    fn from(e: &Error) -> Self {
+        Problem {
+            code: e.code(),
+            message: e.to_string(),
+            remedy: e.remedy(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.code, self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Error, ErrorCode, ExitClass};

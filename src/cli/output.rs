@@ -98,13 +98,12 @@ fn event_text(e: &Event) -> String {
         }
         Event::Failed {
             registration_id,
-            code,
-            message,
-            remedy,
+            problem,
             ..
         } => format!(
-            "FAIL  {}  [{code}] {message}\n      fix: {remedy}",
-            registration_id.as_deref().unwrap_or("-")
+            "FAIL  {}  {problem}\n      fix: {}",
+            registration_id.as_deref().unwrap_or("-"),
+            problem.remedy
         ),
         upload => upload_text(upload),
     }

@@ -114,9 +114,9 @@ pub enum Event {
     Failed {
         registration_id: Option<String>,
         serial: Option<String>,
-        code: crate::error::ErrorCode,
-        message: String,
-        remedy: &'static str,
+        /// `code`, `message` and `remedy` (flattened into the event).
+        #[serde(flatten)]
+        problem: crate::error::Problem,
     },
     // Upload and verification (`station upload`, the window's Upload button).
     UploadStarted {

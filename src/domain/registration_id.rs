@@ -8,6 +8,21 @@ use crate::error::{Error, Result};
 /// Longest registration ID DPS accepts.
 pub const MAX_LEN: usize = 128;
 
+/// A character a registration ID may hold, in either case (IDs are emitted lowercase).
+fn allowed(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._:".contains(c)
+}
+
+/// What a registration ID may start with.
+fn valid_first(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+}
+
+/// What a registration ID may end with.
+fn valid_last(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-'
+}
+
 /// Check `id` against the DPS rule; on failure, the rule it broke.
 pub fn validate(id: &str) -> Result<()> {
     let fail = |rule: String| {
@@ -27,7 +42,7 @@ pub fn validate(id: &str) -> Result<()> {
     }
     if let Some((pos, ch)) = id
         .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-._:".contains(c)))
+        .find(|&(_, c)| !allowed(c) || c.is_ascii_uppercase())
     {
         return fail(format!(
             "character {:?} at position {} is not allowed; use a-z, 0-9, - . _ :",
@@ -36,14 +51,14 @@ pub fn validate(id: &str) -> Result<()> {
         ));
     }
     let first = id.as_bytes()[0];
-    if !first.is_ascii_alphanumeric() {
+    if !valid_first(first as char) {
         return fail(format!(
             "it starts with {:?}; it must start with a letter or digit",
             first as char
         ));
     }
     let last = id.as_bytes()[id.len() - 1];
-    if !(last.is_ascii_alphanumeric() || last == b'-') {
+    if !valid_last(last as char) {
         return fail(format!(
             "it ends with {:?}; it must end with a letter, digit or -",
             last as char
@@ -75,7 +90,6 @@ enum Part {
 /// Refuse literal text no registration ID could contain, so that a template that would fail
 /// every device is refused when the configuration loads.
 fn check_literals(template: &str, parts: &[Part]) -> std::result::Result<(), String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._:".contains(c);
     for p in parts {
         if let Part::Lit(text) = p
             && let Some(c) = text.chars().find(|&c| !allowed(c))
@@ -86,17 +100,14 @@ fn check_literals(template: &str, parts: &[Part]) -> std::result::Result<(), Str
         }
     }
     if let Some(Part::Lit(text)) = parts.first()
-        && let Some(c) = text.chars().next().filter(|c| !c.is_ascii_alphanumeric())
+        && let Some(c) = text.chars().next().filter(|&c| !valid_first(c))
     {
         return Err(format!(
             "template `{template}` starts with {c:?}; a registration ID must start with a letter or digit"
         ));
     }
     if let Some(Part::Lit(text)) = parts.last()
-        && let Some(c) = text
-            .chars()
-            .last()
-            .filter(|&c| !(c.is_ascii_alphanumeric() || c == '-'))
+        && let Some(c) = text.chars().last().filter(|&c| !valid_last(c))
     {
         return Err(format!(
             "template `{template}` ends with {c:?}; a registration ID must end with a letter, digit or -"

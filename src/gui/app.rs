@@ -404,9 +404,7 @@ impl StationApp {
                 self.play("pass.wav");
             }
             Event::Failed {
-                code,
-                message,
-                remedy,
+                problem,
                 serial,
                 registration_id,
             } => {
@@ -417,11 +415,7 @@ impl StationApp {
                 if let Some(r) = registration_id {
                     self.device.registration_id = r.clone();
                 }
-                self.device.banner = Some(Banner::Fail(Problem {
-                    code: *code,
-                    message: message.clone(),
-                    remedy,
-                }));
+                self.device.banner = Some(Banner::Fail(problem.clone()));
                 self.play("fail.wav");
             }
             _ => {}

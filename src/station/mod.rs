@@ -13,22 +13,5 @@ pub mod jobs;
 pub use fixture::{NextDevice, Tally};
 pub use jobs::{Job, JobOutcome, Jobs, Notice};
 
-use crate::error::{Error, ErrorCode};
-
 /// An error as a front end shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub code: ErrorCode,
-    pub message: String,
-    pub remedy: &'static str,
-}
-
-impl From<&Error> for Problem {
-    fn from(e: &Error) -> Self {
-        Problem {
-            code: e.code(),
-            message: e.to_string(),
-            remedy: e.remedy(),
-        }
-    }
-}
+pub use crate::error::Problem;

@@ -230,9 +230,7 @@ impl Workflow {
         emit(Event::Failed {
             registration_id: cycle.registration_id.clone(),
             serial: cycle.serial.clone(),
-            code: error.code(),
-            message: error.to_string(),
-            remedy: error.remedy(),
+            problem: (&error).into(),
         });
         if device_responsive(&error) {
             let _ = device.reset();

@@ -370,7 +370,7 @@ fn every_step_failing_every_way_records_a_failure_and_never_a_pass() {
             let e = r.expect_err(&format!("{op:?}/{fault:?} must fail"));
             assert!(!passed(&events), "{op:?}/{fault:?}: no PASS");
             assert!(
-                matches!(events.last(), Some(Event::Failed { code, .. }) if *code == e.code()),
+                matches!(events.last(), Some(Event::Failed { problem, .. }) if problem.code == e.code()),
                 "{op:?}/{fault:?}: the last event is the failure"
             );
             let row = s.workflow.store().find(ID).unwrap();
