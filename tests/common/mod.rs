@@ -24,12 +24,12 @@ pub struct StationDir {
 }
 
 impl StationDir {
-    /// A station with the default test configuration plus `extra` TOML appended to the matching
-    /// sections (use `edit` for replacements).
+    /// A station with the default test configuration ([`default_config`]).
     pub fn new() -> Self {
         Self::with_config(&default_config())
     }
 
+    /// A station with `config` as its station.toml.
     pub fn with_config(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("station.toml"), config).unwrap();
