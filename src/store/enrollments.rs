@@ -124,6 +124,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Whether `digest` is an earlier provisioned version of `registration_id`, kept when it
+    /// was re-keyed.
+    pub fn is_superseded_version(&self, registration_id: &str, digest: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT count(*) > 0 FROM superseded_enrollments \
+                 WHERE lower(registration_id) = lower(?1) AND device_digest = ?2",
+                [registration_id, digest],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Durably record `new` as `pending`, before anything is written to the device.
     ///
     /// A row that is already provisioned is left as it is when `new` is the same credential

@@ -11,11 +11,13 @@
 //! wire protocol, and nothing of egui, clap or terminals.
 
 mod checks;
+mod input;
 mod interrupt;
 #[cfg(test)]
 mod tests;
 
 pub use crate::domain::event::{Event, Step};
+pub use input::{DeviceInput, Outcome, Permissions};
 pub use interrupt::Interrupt;
 
 use checks::{device_responsive, ms, rekey_refused, resolve_serial, scanned, verify};
@@ -28,43 +30,6 @@ use crate::domain::{Credential, Enrollment, Identity, RecordId, Status, hex};
 use crate::error::{Error, Result};
 use crate::store::{Attempt, NewEnrollment, Store, now};
 use std::time::{Duration, Instant};
-
-/// Irreversible steps the operator (or an engineer) explicitly allowed for this run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Permissions {
-    /// Replace an identity the device already holds under another registration ID.
-    pub overwrite_identity: bool,
-    /// Re-key a provisioned device: write a credential other than the one its enrollment
-    /// holds (a new certificate, another group key, ID scope or endpoint). The current version
-    /// is kept in `superseded_enrollments`.
-    pub rekey: bool,
-}
-
-/// What the operator supplies for one device.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceInput {
-    /// A scanned serial-number barcode, if any.
-    pub scanned_serial: Option<String>,
-    pub operator: String,
-    pub permissions: Permissions,
-}
-
-/// A passed device.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub registration_id: String,
-    pub serial: String,
-    pub duration: Duration,
-    /// Time spent waiting on the device.
-    pub io_wait: Duration,
-}
-
-impl Outcome {
-    /// Time the station itself spent.
-    pub fn overhead(&self) -> Duration {
-        self.duration.saturating_sub(self.io_wait)
-    }
-}
 
 /// The workflow for one station: configuration, credential source and database.
 pub struct Workflow {
@@ -416,6 +381,7 @@ impl Workflow {
             }
             _ => false,
         };
+        self.check_unfinished_rekey(who, existing, held, &expected_hex, input)?;
         self.record_pending(who, &credential, input, &expected_hex, supersede)?;
         emit(Event::Recorded {
             registration_id: who.registration_id.clone(),
@@ -432,6 +398,46 @@ impl Workflow {
             digest: expected_hex.clone(),
         });
         Ok(expected_hex)
+    }
+
+    /// An approved re-key that did not finish leaves the device holding its previous version
+    /// (kept as superseded) and the row failed: replacing that credential needs the
+    /// permission again, as every re-key does.
+    fn check_unfinished_rekey(
+        &self,
+        who: &Identified,
+        existing: Option<&Enrollment>,
+        held: &Held,
+        wanted: &str,
+        input: &DeviceInput,
+    ) -> Result<()> {
+        let Some(e) = existing.filter(|e| matches!(e.status, Status::Pending | Status::Failed))
+        else {
+            return Ok(());
+        };
+        let Some(digest) = held
+            .digest
+            .as_deref()
+            .filter(|d| held.this_id && *d != wanted)
+        else {
+            return Ok(());
+        };
+        if input.permissions.rekey
+            || !self
+                .store
+                .is_superseded_version(&who.registration_id, digest)?
+        {
+            return Ok(());
+        }
+        Err(Error::RekeyNotPermitted {
+            registration_id: e.registration_id.clone(),
+            serial: e.device_serial.clone(),
+            recorded: digest.to_string(),
+            wanted: wanted.to_string(),
+            cause:
+                "an approved re-key did not finish: the device still holds its previous credential"
+                    .into(),
+        })
     }
 
     fn record_pending(

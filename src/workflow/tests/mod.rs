@@ -1,299 +1,17 @@
 //! The workflow against an in-process fake [`Device`]: every step failing in every way it can,
 //! the database state after each, and no PASS without a matched read-back.
 
+mod fake;
+
 use super::*;
 use crate::config;
-use crate::device::{Capability, ReportedEk};
-use crate::domain::record::records_digest;
-use crate::domain::{Digest, RecordId};
-use std::collections::BTreeMap;
+use crate::device::Capability;
+use crate::domain::RecordId;
+use fake::{FAULTS, Fake, Fault, OPS, Op};
 
 const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
-const SERIAL: &str = "SN-0001";
+pub(super) const SERIAL: &str = "SN-0001";
 const ID: &str = "sn-0001";
-
-/// The steps a device can fail at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Identify,
-    HeldId,
-    HeldDigest,
-    Stage,
-    Commit,
-    ReadBack,
-}
-
-/// How it fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    Timeout,
-    Disconnected,
-    Nak,
-    Protocol,
-    /// COMMIT takes effect on the device, but its answer is lost.
-    LostAnswer,
-    /// The device answers with a digest of something else.
-    Lie,
-}
-
-const OPS: [Op; 6] = [
-    Op::Identify,
-    Op::HeldId,
-    Op::HeldDigest,
-    Op::Stage,
-    Op::Commit,
-    Op::ReadBack,
-];
-const FAULTS: [Fault; 4] = [
-    Fault::Timeout,
-    Fault::Disconnected,
-    Fault::Nak,
-    Fault::Protocol,
-];
-
-/// A device in memory: a committed identity, staged records, one scripted fault.
-struct Fake {
-    serial: String,
-    capabilities: u32,
-    committed: BTreeMap<RecordId, Vec<u8>>,
-    staged: BTreeMap<RecordId, Vec<u8>>,
-    fault: Option<(Op, Fault)>,
-    stages: u32,
-    commits: u32,
-    resets: u32,
-    /// After the commit, `held_digest` is the read-back.
-    committed_once: bool,
-    /// A session is open (identify) and not yet ended (reset).
-    session: bool,
-    /// The REPLACE flag of the last commit.
-    last_replace: Option<bool>,
-    /// Ask for a stop while staging record number `.0` (1-based), or inside the commit.
-    stop_at_stage: Option<(u32, Interrupt)>,
-    stop_in_commit: Option<Interrupt>,
-}
-
-impl Fake {
-    fn new() -> Self {
-        Self {
-            serial: SERIAL.into(),
-            capabilities: Capability::SymmetricKey.bit(),
-            committed: BTreeMap::new(),
-            staged: BTreeMap::new(),
-            fault: None,
-            stages: 0,
-            commits: 0,
-            resets: 0,
-            committed_once: false,
-            session: false,
-            last_replace: None,
-            stop_at_stage: None,
-            stop_in_commit: None,
-        }
-    }
-
-    /// A device that holds an identity from elsewhere under `registration_id`.
-    fn holding(registration_id: &str) -> Self {
-        let mut f = Self::new();
-        for (id, b) in [
-            (RecordId::IdScope, &b"0ne0000OTHER"[..]),
-            (
-                RecordId::GlobalEndpoint,
-                b"global.azure-devices-provisioning.net",
-            ),
-            (RecordId::RegistrationId, registration_id.as_bytes()),
-            (RecordId::CredentialType, &[1]),
-            (RecordId::Credential, b"b3RoZXI="),
-        ] {
-            f.committed.insert(id, b.to_vec());
-        }
-        f
-    }
-
-    /// protocol.md §7: every command but HELLO needs a session (NAK NO_SESSION).
-    fn in_session(&self) -> Result<()> {
-        if self.session {
-            return Ok(());
-        }
-        Err(nak(0x0c, "no session (HELLO first)"))
-    }
-
-    fn failing(op: Op, fault: Fault) -> Self {
-        let mut f = Self::new();
-        f.fault = Some((op, fault));
-        f
-    }
-
-    fn digest(&self) -> Option<Digest> {
-        (!self.committed.is_empty())
-            .then(|| records_digest(self.committed.iter().map(|(k, v)| (*k as u8, v.as_slice()))))
-    }
-
-    /// The scripted fault for `op`, as the error a real link would report.
-    fn fail(&self, op: Op) -> Result<()> {
-        if let Some((o, f @ (Fault::LostAnswer | Fault::Lie))) = self.fault {
-            assert!(
-                matches!((o, f), (Op::Commit, _) | (Op::ReadBack, Fault::Lie)),
-                "{o:?}/{f:?} is not a scripted fault"
-            );
-        }
-        match self.fault {
-            Some((o, f)) if o == op => Err(match f {
-                Fault::Timeout => Error::Timeout {
-                    port: "fake".into(),
-                    command: "OP",
-                    attempts: 4,
-                },
-                Fault::Disconnected => Error::Disconnected {
-                    port: "fake".into(),
-                    command: "OP",
-                },
-                Fault::Nak => nak(0x06, "storage failure"),
-                Fault::Protocol => Error::Protocol {
-                    port: "fake".into(),
-                    command: "OP",
-                    message: "scripted".into(),
-                },
-                // These answer; what they answer is scripted at the step.
-                Fault::LostAnswer | Fault::Lie => return Ok(()),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    fn lies_at(&self, op: Op) -> bool {
-        self.fault == Some((op, Fault::Lie))
-    }
-}
-
-fn nak(code: u8, reason: &'static str) -> Error {
-    Error::Nak {
-        command: "OP",
-        code,
-        reason,
-        detail: String::new(),
-    }
-}
-
-impl Device for Fake {
-    fn port(&self) -> &str {
-        "fake"
-    }
-
-    fn identify(&mut self) -> Result<DeviceInfo> {
-        self.fail(Op::Identify)?;
-        // A new session discards whatever was staged and not committed.
-        self.session = true;
-        self.staged.clear();
-        self.committed_once = false;
-        Ok(DeviceInfo {
-            protocol: 1,
-            capabilities: self.capabilities,
-            holds_identity: !self.committed.is_empty(),
-            serial: self.serial.clone(),
-            firmware: "1.0".into(),
-            model: "fake".into(),
-        })
-    }
-
-    fn held_record(&mut self, record: RecordId) -> Result<Option<Vec<u8>>> {
-        self.in_session()?;
-        assert!(record.readable(), "secret records are never read back");
-        self.fail(Op::HeldId)?;
-        Ok(self.committed.get(&record).cloned())
-    }
-
-    fn held_digest(&mut self) -> Result<Option<Digest>> {
-        self.in_session()?;
-        let op = if self.committed_once {
-            Op::ReadBack
-        } else {
-            Op::HeldDigest
-        };
-        self.fail(op)?;
-        if self.lies_at(op) {
-            return Ok(Some([0x5a; 32]));
-        }
-        Ok(self.digest())
-    }
-
-    fn stage(
-        &mut self,
-        record: RecordId,
-        bytes: &[u8],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        self.in_session()?;
-        self.stages += 1;
-        if let Some((n, stop)) = &self.stop_at_stage
-            && *n == self.stages
-        {
-            stop.request(15);
-        }
-        self.fail(Op::Stage)?;
-        self.staged.insert(record, bytes.to_vec());
-        progress(bytes.len());
-        Ok(())
-    }
-
-    fn commit(&mut self, replace: bool) -> Result<Digest> {
-        self.in_session()?;
-        self.commits += 1;
-        self.last_replace = Some(replace);
-        if self.fault != Some((Op::Commit, Fault::LostAnswer)) {
-            self.fail(Op::Commit)?;
-        }
-        // protocol.md §7: INCOMPLETE unless every required record is staged; ALREADY_PROVISIONED
-        // when it holds another registration ID and REPLACE is clear.
-        if RecordId::REQUIRED
-            .iter()
-            .any(|r| !self.staged.contains_key(r))
-        {
-            return Err(nak(0x0b, "records missing for commit"));
-        }
-        let held = self.committed.get(&RecordId::RegistrationId);
-        if held.is_some_and(|h| Some(h) != self.staged.get(&RecordId::RegistrationId)) && !replace {
-            return Err(nak(0x07, "already provisioned"));
-        }
-        if let Some(stop) = &self.stop_in_commit {
-            stop.request(15);
-        }
-        self.committed = std::mem::take(&mut self.staged);
-        self.committed_once = true;
-        if self.fault == Some((Op::Commit, Fault::LostAnswer)) {
-            self.fault = None;
-            return Err(Error::Timeout {
-                port: "fake".into(),
-                command: "COMMIT",
-                attempts: 4,
-            });
-        }
-        if self.lies_at(Op::Commit) {
-            return Ok([0xa5; 32]);
-        }
-        Ok(self.digest().expect("committed"))
-    }
-
-    fn generate_csr(&mut self, _: crate::config::X509KeyType, _: &str) -> Result<Vec<u8>> {
-        unreachable!("symmetric mode asks for no CSR")
-    }
-
-    fn read_ek(&mut self, _: crate::config::TpmEkType) -> Result<ReportedEk> {
-        unreachable!("symmetric mode reads no EK")
-    }
-
-    fn reset(&mut self) -> Result<()> {
-        self.in_session()?;
-        self.resets += 1;
-        self.session = false;
-        self.staged.clear();
-        self.committed_once = false;
-        Ok(())
-    }
-
-    fn io_wait(&self) -> Duration {
-        Duration::ZERO
-    }
-}
 
 struct Station {
     _dir: tempfile::TempDir,
@@ -527,6 +245,40 @@ fn a_changed_id_scope_is_a_rekey_refused_without_touching_device_or_database() {
     let e = s.workflow.store().find(ID).unwrap().unwrap();
     assert_eq!(e.device_digest, d.digest().map(|x| hex(&x)));
     assert_ne!(e.device_digest, recorded);
+}
+
+#[test]
+fn an_unfinished_rekey_needs_the_permission_again() {
+    let mut s = station();
+    let mut d = Fake::new();
+    run(&mut s, &mut d).0.unwrap();
+    let old = d.digest();
+    let mut cfg = s.config.clone();
+    cfg.dps.id_scope = "0ne00000002".into();
+    s.workflow = Workflow::new(&cfg).unwrap();
+    let rekey = DeviceInput {
+        operator: "op".into(),
+        permissions: Permissions {
+            rekey: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The approved re-key fails at the commit: the device keeps its previous credential.
+    d.fault = Some((Op::Commit, Fault::Nak));
+    let r = s.workflow.provision(&mut d, &rekey, &mut |_| {});
+    assert_eq!(r.unwrap_err().code(), "device.nak");
+    assert_eq!(d.digest(), old);
+    d.fault = None;
+    let stages = d.stages;
+    let (r, events) = run(&mut s, &mut d);
+    assert_eq!(r.unwrap_err().code(), "device.rekey_not_permitted");
+    assert!(!passed(&events));
+    assert_eq!((d.stages, d.digest()), (stages, old), "nothing written");
+    s.workflow.provision(&mut d, &rekey, &mut |_| {}).unwrap();
+    let e = s.workflow.store().find(ID).unwrap().unwrap();
+    assert_eq!(e.status, Status::Provisioned);
+    assert_eq!(e.device_digest, d.digest().map(|x| hex(&x)));
 }
 
 #[test]
