@@ -7,7 +7,8 @@
 //! 4. X.509: certificates minted per second (single thread) against one `openssl` process chain
 //!    per device as tutorials do it, and station overhead per device in x509 mode;
 //! 5. upload to a local server playing DPS: enrollments per minute at the default rate limit,
-//!    and the request count for 10,000 enrollments;
+//!    the request count for 10,000 enrollments, and the calls needed to verify 10,000
+//!    unchanged enrollments (query pages, etags) against one call per enrollment;
 //! 6. TPM: EK read per device against swtpm (persistent EK, created EK, with EK-certificate
 //!    verification) against `tpm2_createek` + `tpm2_readpublic` on the same swtpm;
 //! 7. GUI (needs `xvfb-run`): frame CPU time while scrolling the history of 1,000,000
@@ -168,8 +169,11 @@ fn keys_of(
 
 fn upload() {
     use provisioning_station::config::UploadSection;
-    use provisioning_station::dps::upload::{self, Dps, UploadOptions};
-    let run = |n: i64, rate_per_minute: u32| {
+    use provisioning_station::dps::upload::{self, Dps, UploadOptions, VerifyOptions};
+    let host = "bench-dps.azure-devices-provisioning.net";
+    // Upload `n` enrollments (the upload reads back their etags); with `verify`, then verify
+    // them with nothing changed since and count the calls.
+    let run = |n: i64, rate_per_minute: u32, verify: bool| {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let keys = keys_of(&cfg);
@@ -182,13 +186,14 @@ fn upload() {
             &DpsOptions::from_config(&cfg.dps),
             Some(&keys),
             &dir.path().join("x"),
+            &mut |_| {},
         )
         .unwrap();
-        let server = common::dps_server::FakeDps::start();
+        let server = common::dps_server::FakeDps::start_for(host);
         let key_file = dir.path().join("policy.txt");
         std::fs::write(&key_file, common::dps_server::POLICY_KEY).unwrap();
         let section = UploadSection {
-            host: "bench-dps.azure-devices-provisioning.net".into(),
+            host: host.into(),
             endpoint: None,
             policy_name: common::dps_server::POLICY.into(),
             policy_key_file: Some(key_file),
@@ -197,6 +202,7 @@ fn upload() {
             rate_per_minute,
             give_up_after_s: 60,
             request_timeout_s: 30,
+            query_page_size: 1000,
         };
         let mut dps = Dps::new(&cfg, &section, Some(&server.url)).unwrap();
         let t = Instant::now();
@@ -205,23 +211,41 @@ fn upload() {
             &mut dps,
             Some(&keys),
             &UploadOptions::default(),
+            section.query_page_size,
             &mut |_| {},
         )
         .unwrap();
         let secs = t.elapsed().as_secs_f64();
         let held = server.state.lock().unwrap().enrollments.len();
         assert_eq!((s.uploaded, held), (n as usize, n as usize));
-        (s.requests, n as f64 * 60.0 / secs)
+        assert_eq!(s.etags_recorded, n as usize);
+        let mut verify_calls = None;
+        if verify {
+            let opts = VerifyOptions {
+                deep: false,
+                page_size: section.query_page_size,
+            };
+            let before = dps.requests;
+            let v = upload::verify(&mut store, &mut dps, Some(&keys), opts, &mut |_| {}).unwrap();
+            assert_eq!(v.matched, n as usize);
+            verify_calls = Some(dps.requests - before);
+        }
+        (s.requests, n as f64 * 60.0 / secs, verify_calls)
     };
     let default_rate = config::DEFAULT_UPLOAD_RATE_PER_MINUTE;
-    let (req_2k, per_min) = run(2000, default_rate);
+    let (req_2k, per_min, _) = run(2000, default_rate, false);
     println!(
         "upload to a local fake DPS (SAS checked, every body validated against the swagger):\n  \
-         default rate limit ({default_rate} calls/min): {per_min:.0} enrollments/min (2,000 enrollments, {req_2k} calls)"
+         default rate limit ({default_rate} calls/min): {per_min:.0} enrollments/min (2,000 enrollments, {req_2k} calls incl. the etag read-back)"
     );
-    let (req_10k, per_min) = run(10_000, 60_000);
+    let (req_10k, per_min, verify_calls) = run(10_000, 60_000, true);
+    let calls = verify_calls.unwrap();
     println!(
-        "  10,000 enrollments: {req_10k} calls (⌈N/10⌉ = 1000), {per_min:.0} enrollments/min with the limit lifted"
+        "  10,000 enrollments: {req_10k} calls (⌈N/10⌉ = 1000 bulk + query pages of the read-back), {per_min:.0} enrollments/min with the limit lifted\n  \
+         verify 10,000 unchanged enrollments: {calls} calls = {:.2} % of one call per enrollment (target ≤ 5 %), {:.1} s at the default rate ({default_rate}/min; one GET each: {:.0} s)",
+        calls as f64 * 100.0 / 10_000.0,
+        calls as f64 * 60.0 / default_rate as f64,
+        10_000.0 * 60.0 / default_rate as f64,
     );
 }
 
@@ -240,13 +264,20 @@ fn export_million() {
     let out = dir.path().join("exports");
     let options = DpsOptions::from_config(&cfg.dps);
     let t = Instant::now();
-    let s = export::export_new(&mut store, "bench", &options, Some(&keys), &out)
-        .unwrap()
-        .unwrap();
+    let s = export::export_new(
+        &mut store,
+        "bench",
+        &options,
+        Some(&keys),
+        &out,
+        &mut |_| {},
+    )
+    .unwrap()
+    .unwrap();
     let mut times = vec![t.elapsed().as_secs_f64()];
     for _ in 0..2 {
         let t = Instant::now();
-        export::export_again(&store, &s.batch, Some(&keys), &out).unwrap();
+        export::export_again(&store, &s.batch, Some(&keys), &out, &mut |_| {}).unwrap();
         times.push(t.elapsed().as_secs_f64());
     }
     let csv = std::fs::metadata(&s.csv).unwrap().len();

@@ -188,7 +188,8 @@ fn batch_committed_but_never_published_is_found_and_recreated() {
     );
     let export = st.station(&["--json", "export"]);
     assert!(export.status.success(), "{}", text(&export));
-    let summary = &json_lines(&export)[0];
+    let lines = json_lines(&export);
+    let summary = lines.last().unwrap();
     let csv = std::path::PathBuf::from(summary["csv"].as_str().unwrap());
     let json = std::path::PathBuf::from(summary["json"].as_str().unwrap());
     let (csv_bytes, json_bytes) = (std::fs::read(&csv).unwrap(), std::fs::read(&json).unwrap());

@@ -46,6 +46,25 @@ fn export(st: &StationDir, args: &[&str]) -> Value {
 }
 
 #[test]
+fn export_reports_progress_before_its_summary() {
+    let st = StationDir::new();
+    provision(&st, 3, 1);
+    let out = st.station(&["--json", "export"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = json_lines(&out);
+    let progress = lines
+        .iter()
+        .find(|e| e["event"] == "progress")
+        .expect("a progress event");
+    assert_eq!(progress["phase"], "export");
+    assert_eq!(
+        (progress["done"].as_u64(), progress["total"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(lines.last().unwrap()["count"], 3, "the summary comes last");
+}
+
+#[test]
 fn export_is_valid_dps_bulk_json_in_tens_and_a_matching_csv() {
     let st = StationDir::new();
     provision(&st, 23, 1);

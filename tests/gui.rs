@@ -5,9 +5,15 @@ mod common;
 use common::*;
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
+use provisioning_station::ErrorCode;
 use provisioning_station::config;
+use provisioning_station::domain::event::{
+    Phase, Progress, RegistrationState, RegistrationSummary, UploadSummary, VerifySummary,
+};
 use provisioning_station::gui::app::StationApp;
+use provisioning_station::gui::jobs_view::RegistrationCheck;
+use provisioning_station::station::{JobOutcome, Problem};
 use std::time::{Duration, Instant};
 
 fn harness(st: &StationDir) -> Harness<'static, StationApp> {
@@ -190,19 +196,23 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
     );
 }
 
-#[test]
-fn the_upload_button_sends_exported_devices_to_dps() {
-    let dps = common::dps_server::FakeDps::start();
+/// A station that uploads to the DPS at `endpoint`.
+fn uploading_station(endpoint: &str) -> StationDir {
     let key = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/dps-policy-key.txt"
     );
     let cfg = default_config()
         + &format!(
-            "\n[upload]\nhost = \"my-dps.azure-devices-provisioning.net\"\nendpoint = \"{}\"\npolicy_key_file = \"{key}\"\n",
-            dps.url
+            "\n[upload]\nhost = \"my-dps.azure-devices-provisioning.net\"\nendpoint = \"{endpoint}\"\npolicy_key_file = \"{key}\"\n"
         );
-    let st = StationDir::with_config(&cfg);
+    StationDir::with_config(&cfg)
+}
+
+#[test]
+fn the_upload_button_sends_exported_devices_to_dps() {
+    let dps = common::dps_server::FakeDps::start();
+    let st = uploading_station(&dps.url);
     let mut h = harness(&st);
     login(&mut h, "op-1");
     h.get_by_label("Start").click();
@@ -226,4 +236,242 @@ fn the_upload_button_sends_exported_devices_to_dps() {
             .enrollments
             .contains_key("sim000001")
     );
+}
+
+/// A DPS failure as the jobs thread reports it.
+fn problem(code: ErrorCode, message: &str) -> Problem {
+    Problem {
+        code,
+        message: message.into(),
+        remedy: code.remedy(),
+    }
+}
+
+fn has_text(h: &Harness<'static, StationApp>, text: &str) -> bool {
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+#[test]
+fn progress_shows_a_bar_with_phase_and_counts_until_the_job_ends() {
+    let dps = common::dps_server::FakeDps::start();
+    let st = uploading_station(&dps.url);
+    let mut h = harness(&st);
+    login(&mut h, "op-1");
+    let progress = Progress {
+        done: 250,
+        requests: 25,
+        ok: 240,
+        failed: 10,
+        eta_s: Some(65),
+        ..Progress::new(Phase::Upload, 1000)
+    };
+    h.state_mut().inject_outcome(JobOutcome::Event(
+        provisioning_station::domain::Event::Progress(progress),
+    ));
+    h.step();
+    let bar = h.get_by_role_and_label(
+        egui::accesskit::Role::ProgressIndicator,
+        "Uploading 250/1000 (25 %)",
+    );
+    assert_eq!(bar.accesskit_node().numeric_value(), Some(25.0));
+    assert!(has_text(
+        &h,
+        "25 calls · 240 accepted · 0 conflicts · 10 failed · 1m05s left"
+    ));
+
+    let summary = UploadSummary {
+        requests: 100,
+        uploaded: 990,
+        failed: 10,
+        ..Default::default()
+    };
+    h.state_mut()
+        .inject_outcome(JobOutcome::Uploaded(Ok(summary)));
+    h.step();
+    assert!(
+        h.query_by_role(egui::accesskit::Role::ProgressIndicator)
+            .is_none()
+    );
+    assert!(!has_text(&h, "240 accepted"));
+    assert!(has_text(
+        &h,
+        "Uploaded 990, conflicts 0, failed 10 (100 requests)"
+    ));
+
+    // An export's progress shows under Export, and goes with its outcome too.
+    let export = Progress {
+        done: 200,
+        ok: 200,
+        ..Progress::new(Phase::Export, 1000)
+    };
+    h.state_mut().inject_outcome(JobOutcome::Event(
+        provisioning_station::domain::Event::Progress(export),
+    ));
+    h.step();
+    assert!(h.query_by_label("Exporting 200/1000 (20 %)").is_some());
+    assert!(has_text(
+        &h,
+        "200 written · 0 failed · estimating time left"
+    ));
+    h.state_mut().inject_outcome(JobOutcome::Exported(Ok(None)));
+    h.step();
+    assert!(
+        h.query_by_role(egui::accesskit::Role::ProgressIndicator)
+            .is_none()
+    );
+    assert!(has_text(&h, "Nothing to export"));
+}
+
+#[test]
+fn verification_with_mismatches_and_failed_registrations_says_so_in_red() {
+    let dps = common::dps_server::FakeDps::start();
+    let st = uploading_station(&dps.url);
+    let mut h = harness(&st);
+    login(&mut h, "op-1");
+    assert!(h.query_by_label("Verify with DPS").is_some());
+    let verify = VerifySummary {
+        requests: 12,
+        checked: 100,
+        matched: 97,
+        mismatched: 3,
+        missing: 1,
+        ..Default::default()
+    };
+    let registrations = RegistrationSummary {
+        requests: 100,
+        checked: 100,
+        assigned: [
+            ("hub-a.azure-devices.net".to_string(), 80),
+            ("hub-b.azure-devices.net".to_string(), 10),
+        ]
+        .into(),
+        assigning: 1,
+        failed: 2,
+        never_seen: 7,
+        ..Default::default()
+    };
+    h.state_mut()
+        .inject_outcome(JobOutcome::Verified(Ok((verify, registrations.clone()))));
+    h.step();
+    assert!(has_text(
+        &h,
+        "Attention: 3 enrollments differ from DPS (1 not held by DPS), 2 devices failed to register"
+    ));
+    assert!(has_text(
+        &h,
+        "Verified 100: 97 match, 3 mismatch (1 not held by DPS)"
+    ));
+    assert!(has_text(
+        &h,
+        "Registered 90 of 100: never seen 7, failed 2, assigning 1, unassigned 0, disabled 0"
+    ));
+    assert!(has_text(&h, "80 on hub-a.azure-devices.net"));
+    assert!(has_text(&h, "10 on hub-b.azure-devices.net"));
+
+    // All matched, devices not up yet: amber, not red.
+    let clean = VerifySummary {
+        checked: 100,
+        matched: 100,
+        ..Default::default()
+    };
+    let waiting = RegistrationSummary {
+        checked: 100,
+        never_seen: 100,
+        ..Default::default()
+    };
+    h.state_mut()
+        .inject_outcome(JobOutcome::Verified(Ok((clean, waiting))));
+    h.step();
+    assert!(!has_text(&h, "Attention"));
+    assert!(has_text(
+        &h,
+        "Not up yet: 100 devices not assigned to a hub (100 never seen"
+    ));
+
+    h.state_mut()
+        .inject_outcome(JobOutcome::Verified(Err(problem(
+            ErrorCode::UploadHttp,
+            "GET https://dps/enrollments: connection refused",
+        ))));
+    h.step();
+    assert!(has_text(
+        &h,
+        "Verification stopped: GET https://dps/enrollments: connection refused [upload.http] — Check the network"
+    ));
+    assert!(!has_text(&h, "Not up yet"));
+}
+
+#[test]
+fn device_details_check_registration_shows_what_dps_says() {
+    let dps = common::dps_server::FakeDps::start();
+    let st = uploading_station(&dps.url);
+    let mut h = harness(&st);
+    login(&mut h, "op-1");
+    h.state_mut().history.details = Some(("sim000001".into(), None, Vec::new()));
+    // A new window is sized in its first frame and shown from the next.
+    wait(&mut h, 10, |h| {
+        h.query_by_label("Check registration in DPS").is_some()
+    });
+    // The real jobs thread answers: the station never uploaded this device.
+    h.get_by_label("Check registration in DPS").click();
+    wait(&mut h, 30, |h| {
+        matches!(
+            h.state().jobs_view.registrations.get("sim000001"),
+            Some(RegistrationCheck::Answered(_))
+        )
+    });
+    h.step();
+    assert!(has_text(&h, "This device is not uploaded to DPS yet."));
+
+    let assigned = RegistrationState {
+        status: "assigned".into(),
+        assigned_hub: Some("hub-a.azure-devices.net".into()),
+        device_id: Some("sim000001".into()),
+        error: None,
+        last_updated: Some("2025-03-04T05:06:07Z".into()),
+    };
+    let answer = |state| JobOutcome::Registration("sim000001".into(), Ok(Some(state)));
+    h.state_mut().inject_outcome(answer(assigned));
+    h.step();
+    assert!(has_text(
+        &h,
+        "Registered: assigned to hub-a.azure-devices.net as device sim000001, last update 2025-03-04T05:06:07Z"
+    ));
+
+    // Another device's answer does not show here.
+    let other = RegistrationState {
+        status: "not_registered".into(),
+        ..Default::default()
+    };
+    h.state_mut().inject_outcome(JobOutcome::Registration(
+        "sim000002".into(),
+        Ok(Some(other.clone())),
+    ));
+    h.step();
+    assert!(!has_text(&h, "DPS has not seen this device register yet"));
+    h.state_mut().inject_outcome(answer(other));
+    h.step();
+    assert!(has_text(&h, "DPS has not seen this device register yet"));
+
+    let failed = RegistrationState {
+        status: "failed".into(),
+        error: Some("401002: the device's key is not the enrollment's".into()),
+        ..Default::default()
+    };
+    h.state_mut().inject_outcome(answer(failed));
+    h.step();
+    assert!(has_text(
+        &h,
+        "Registration failed: 401002: the device's key is not the enrollment's"
+    ));
+
+    h.state_mut().inject_outcome(JobOutcome::Registration(
+        "sim000001".into(),
+        Err(problem(ErrorCode::UploadUnauthorized, "DPS answered 401")),
+    ));
+    h.step();
+    assert!(has_text(
+        &h,
+        "Registration check failed: DPS answered 401 [upload.unauthorized] — Check [upload] host"
+    ));
 }

@@ -4,6 +4,8 @@
 mod common;
 use common::dps_server::{FakeDps, Fault};
 use common::*;
+use serde_json::json;
+use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
 const POLICY_KEY_FILE: &str = concat!(
@@ -81,8 +83,10 @@ fn uploads_every_exported_enrollment_exactly_once_in_calls_of_ten() {
         .unwrap();
     assert_eq!(
         (finished["uploaded"].as_u64(), finished["requests"].as_u64()),
-        (Some(23), Some(3))
+        (Some(23), Some(4)),
+        "3 bulk calls and one query page reading back the etags"
     );
+    assert_eq!(finished["etags_recorded"], 23);
     // Nothing left: a second run sends nothing.
     let again = upload(&st, &dps, &[]);
     assert!(again.status.success());
@@ -126,6 +130,160 @@ fn a_connection_dropped_after_dps_accepted_is_not_a_duplicate() {
     assert_eq!(s.enrollments.len(), 4);
     drop(s);
     assert!(statuses(&st).iter().all(|(_, s)| s == "uploaded"));
+}
+
+#[test]
+fn a_failed_bulk_answer_without_errors_marks_only_what_dps_holds() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 5);
+    let dps = FakeDps::start();
+    // DPS stores 3 of the 5 and answers {"isSuccessful": false, "errors": []}.
+    dps.push_fault(Fault::FailedWithoutErrors { accept: 3 });
+    let out = upload(&st, &dps, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let now = statuses(&st);
+    assert_eq!(
+        now.iter().filter(|(_, s)| s == "uploaded").count(),
+        3,
+        "{now:?}"
+    );
+    assert_eq!(
+        now.iter().filter(|(_, s)| s == "failed").count(),
+        2,
+        "{now:?}"
+    );
+    for (id, s) in &now {
+        let held = dps.state.lock().unwrap().enrollments.contains_key(id);
+        assert_eq!(
+            s == "uploaded",
+            held,
+            "{id} marked {s}, held by DPS: {held}"
+        );
+    }
+    assert!(
+        dps.state.lock().unwrap().mechanism_calls >= 5,
+        "each item asked about"
+    );
+    // The next run sends the two DPS did not take, once.
+    let again = upload(&st, &dps, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(statuses(&st).iter().all(|(_, s)| s == "uploaded"));
+    let s = dps.state.lock().unwrap();
+    assert_eq!(s.enrollments.len(), 5);
+    assert!(s.creates.values().all(|&c| c == 1), "{:?}", s.creates);
+}
+
+#[test]
+fn a_per_item_error_fails_that_item_alone() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 4);
+    let dps = FakeDps::start();
+    dps.push_fault(Fault::ItemError {
+        registration_id: "sim000002".into(),
+        error_code: 400004,
+        error_status: "Endorsement key is invalid".into(),
+    });
+    let out = upload(&st, &dps, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed = finished(&out, "item_failed");
+    assert_eq!(
+        (&failed["registration_id"], &failed["error_code"]),
+        (&json!("sim000002"), &json!(400004))
+    );
+    let now = statuses(&st);
+    assert!(now.contains(&("sim000002".to_string(), "failed".to_string())));
+    assert_eq!(now.iter().filter(|(_, s)| s == "uploaded").count(), 3);
+}
+
+#[test]
+fn both_symmetric_keys_are_sent_and_the_random_secondary_is_kept() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 3);
+    let dps = FakeDps::start();
+    assert!(upload(&st, &dps, &[]).status.success());
+    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT secondary_key FROM enrollments WHERE registration_id = 'sim000001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let s = dps.state.lock().unwrap();
+    for e in s.enrollments.values() {
+        let k = &e["attestation"]["symmetricKey"];
+        let (p, q) = (
+            k["primaryKey"].as_str().unwrap(),
+            k["secondaryKey"].as_str(),
+        );
+        let q = q.expect("secondaryKey is always sent");
+        assert_eq!(q.len(), 44, "base64 of 32 random bytes");
+        assert_ne!(p, q);
+    }
+    assert_eq!(
+        s.enrollments["sim000001"]["attestation"]["symmetricKey"]["secondaryKey"],
+        stored.as_str()
+    );
+}
+
+#[test]
+fn the_token_is_for_the_configured_dps_host_not_the_endpoint() {
+    // The server answers on 127.0.0.1:<port> but accepts only tokens for DPS_HOST.
+    let st = station_with_upload("");
+    provision_and_export(&st, 2);
+    let dps = FakeDps::start();
+    assert!(upload(&st, &dps, &[]).status.success());
+    assert_eq!(dps.state.lock().unwrap().unauthorized, 0);
+    let other = FakeDps::start_for("another-dps.azure-devices-provisioning.net");
+    let out = upload(&st, &other, &["--verify"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("upload.unauthorized"));
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 2);
+    let dps = FakeDps::start();
+    dps.push_fault(Fault::TooManyUntilDate { seconds: 3 });
+    let out = upload(&st, &dps, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let retry = finished(&out, "retry");
+    assert_eq!(retry["status"], 429);
+    // A date has one-second resolution: at least 2 s of the 3 remain when it is read.
+    assert!(retry["wait_ms"].as_u64().unwrap() >= 2000, "{retry}");
+    assert!(statuses(&st).iter().all(|(_, s)| s == "uploaded"));
+}
+
+#[test]
+fn upload_reports_progress_with_counts_and_time_left() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 25);
+    let dps = FakeDps::start();
+    let out = upload(&st, &dps, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let progress: Vec<_> = json_lines(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "progress" && e["phase"] == "upload")
+        .collect();
+    assert_eq!(progress.len(), 3, "one per bulk call");
+    assert_eq!(progress[0]["done"], 10);
+    assert!(progress[0]["eta_s"].is_u64());
+    let last = progress.last().unwrap();
+    assert_eq!(
+        (last["done"].as_u64(), last["total"].as_u64()),
+        (Some(25), Some(25))
+    );
+    assert_eq!(last["ok"], 25);
+    // Text mode, not a terminal: plain lines, no carriage returns.
+    let st2 = station_with_upload("");
+    provision_and_export(&st2, 12);
+    let t = st2.station(&["upload", "--endpoint", &FakeDps::start().url]);
+    let stdout = String::from_utf8_lossy(&t.stdout).into_owned();
+    assert!(t.status.success(), "{}", text(&t));
+    assert!(!stdout.contains('\r'), "{stdout}");
+    assert!(stdout.contains("Uploading     10/12  83%"), "{stdout}");
+    assert!(stdout.contains("Uploading     12/12 100%"), "{stdout}");
 }
 
 #[test]
@@ -252,41 +410,194 @@ fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn verify_reads_back_and_lists_mismatches() {
+fn verify_reports_every_field_dps_holds_differently() {
     let st = station_with_upload("");
-    provision_and_export(&st, 4);
+    provision_and_export(&st, 5);
     let dps = FakeDps::start();
     assert!(upload(&st, &dps, &[]).status.success());
     let ok = upload(&st, &dps, &["--verify"]);
     assert!(ok.status.success(), "{}", text(&ok));
-    let fin = json_lines(&ok)
-        .into_iter()
-        .find(|e| e["event"] == "verify_finished")
-        .unwrap();
+    let fin = finished(&ok, "verify_finished");
     assert_eq!(
         (fin["checked"].as_u64(), fin["matched"].as_u64()),
-        (Some(4), Some(4))
+        (Some(5), Some(5))
     );
-    {
-        let mut s = dps.state.lock().unwrap();
-        s.enrollments.get_mut("sim000003").unwrap()["attestation"]["symmetricKey"]["primaryKey"] =
-            serde_json::json!("Y2hhbmdlZCBpbiB0aGUgcG9ydGFs");
-        s.enrollments.remove("sim000004");
-    }
+    let portal_key = "Y2hhbmdlZCBpbiB0aGUgcG9ydGFsIGJ5IHNvbWVvbmU=";
+    dps.modify("sim000001", |e| e["provisioningStatus"] = json!("disabled"));
+    dps.modify("sim000002", |e| {
+        e["iotHubs"] = json!(["other-hub.azure-devices.net"]);
+        // Configured: re-provision and reset (true, false).
+        e["reprovisionPolicy"] = json!({"updateHubAssignment": false, "migrateDeviceData": true});
+        e["allocationPolicy"] = json!("static");
+    });
+    dps.modify("sim000003", |e| {
+        e["attestation"]["symmetricKey"]["primaryKey"] = json!(portal_key)
+    });
+    dps.modify("sim000004", |e| {
+        e["initialTwin"]["tags"]["environment"] = json!("test")
+    });
+    dps.state.lock().unwrap().enrollments.remove("sim000005");
     let bad = upload(&st, &dps, &["--verify"]);
-    assert_eq!(bad.status.code(), Some(1));
-    let mism: Vec<_> = json_lines(&bad)
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        !text(&bad).contains(portal_key),
+        "key values are never printed"
+    );
+    let mism: HashMap<String, Vec<String>> = json_lines(&bad)
         .into_iter()
         .filter(|e| e["event"] == "mismatch")
+        .map(|e| {
+            let d = e["differences"].as_array().unwrap();
+            (
+                e["registration_id"].as_str().unwrap().to_string(),
+                d.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            )
+        })
         .collect();
-    assert_eq!(mism.len(), 2);
-    assert_eq!(mism[0]["registration_id"], "sim000003");
-    assert!(
-        mism[1]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("does not hold")
+    assert_eq!(mism.len(), 5, "{mism:?}");
+    assert_eq!(
+        mism["sim000001"],
+        vec![r#"provisioningStatus: sent "enabled", DPS holds "disabled""#]
     );
+    let fields = |id: &str| -> Vec<String> {
+        mism[id]
+            .iter()
+            .map(|d| d.split([':', ' ']).next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        sorted(fields("sim000002")),
+        sorted(vec![
+            "allocationPolicy".into(),
+            "iotHubs".into(),
+            "reprovisionPolicy.migrateDeviceData".into(),
+            "reprovisionPolicy.updateHubAssignment".into(),
+        ])
+    );
+    assert_eq!(
+        mism["sim000003"],
+        vec!["attestation.symmetricKey.primaryKey differs"]
+    );
+    assert_eq!(fields("sim000004"), vec!["initialTwin.tags.environment"]);
+    assert_eq!(mism["sim000005"], vec!["DPS does not hold this enrollment"]);
+    let fin = finished(&bad, "verify_finished");
+    assert_eq!(
+        (fin["mismatched"].as_u64(), fin["missing"].as_u64()),
+        (Some(5), Some(1))
+    );
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn finished(out: &std::process::Output, event: &str) -> serde_json::Value {
+    json_lines(out)
+        .into_iter()
+        .find(|e| e["event"] == event)
+        .unwrap_or_else(|| panic!("no {event}: {}", text(out)))
+}
+
+#[test]
+fn verifying_unchanged_enrollments_reads_query_pages_not_attestations() {
+    let st = station_with_upload("query_page_size = 10\n");
+    provision_and_export(&st, 25);
+    let dps = FakeDps::start();
+    let up = upload(&st, &dps, &[]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(finished(&up, "upload_finished")["etags_recorded"], 25);
+    let calls = |dps: &FakeDps| {
+        let s = dps.state.lock().unwrap();
+        (s.query_calls, s.mechanism_calls, s.get_calls)
+    };
+    let before = calls(&dps);
+    let v = upload(&st, &dps, &["--verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+    let after = calls(&dps);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (3, 0, 0),
+        "25 unchanged enrollments: 3 pages of 10, no attestation read, no GET"
+    );
+    let fin = finished(&v, "verify_finished");
+    assert_eq!(
+        (fin["requests"].as_u64(), fin["matched"].as_u64()),
+        (Some(3), Some(25))
+    );
+    // One changed enrollment: its attestation alone is read again.
+    dps.modify("sim000007", |e| {
+        e["initialTwin"]["tags"]["environment"] = json!("production")
+    });
+    let once = upload(&st, &dps, &["--verify"]);
+    assert!(once.status.success(), "{}", text(&once));
+    assert_eq!(finished(&once, "verify_finished")["attestation_reads"], 1);
+    // --deep reads every attestation.
+    let deep = upload(&st, &dps, &["--verify", "--deep"]);
+    assert!(deep.status.success(), "{}", text(&deep));
+    assert_eq!(finished(&deep, "verify_finished")["attestation_reads"], 25);
+}
+
+#[test]
+fn registrations_say_which_devices_came_up_where() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 5);
+    let dps = FakeDps::start();
+    assert!(upload(&st, &dps, &[]).status.success());
+    dps.register(
+        "sim000001",
+        json!({"status": "assigned", "assignedHub": "hub-a.azure-devices.net", "deviceId": "sim000001"}),
+    );
+    dps.register(
+        "sim000002",
+        json!({"status": "assigned", "assignedHub": "hub-b.azure-devices.net", "deviceId": "sim000002"}),
+    );
+    dps.register(
+        "sim000003",
+        json!({"status": "failed", "errorCode": 401002, "errorMessage": "The device is unauthorized"}),
+    );
+    let out = upload(&st, &dps, &["--verify", "--registrations"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed registration is a finding: {}",
+        text(&out)
+    );
+    let r = finished(&out, "registrations_finished");
+    assert_eq!(r["checked"], 5);
+    assert_eq!(
+        r["assigned"],
+        json!({"hub-a.azure-devices.net": 1, "hub-b.azure-devices.net": 1})
+    );
+    assert_eq!(
+        (r["failed"].as_u64(), r["never_seen"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let failed = finished(&out, "registration");
+    assert_eq!(failed["registration_id"], "sim000003");
+    assert_eq!(failed["error"], "401002: The device is unauthorized");
+    assert_eq!(dps.state.lock().unwrap().registration_calls, 5);
+    // Recorded with the enrollment.
+    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let hub: String = conn
+        .query_row(
+            "SELECT assigned_hub FROM uploads WHERE registration_id = 'sim000002'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(hub, "hub-b.azure-devices.net");
+    // Text mode summarises per hub.
+    let t = st.station(&[
+        "upload",
+        "--endpoint",
+        &dps.url,
+        "--verify",
+        "--registrations",
+    ]);
+    let t = text(&t);
+    assert!(t.contains("2 registered, 2 never seen, 1 failed"), "{t}");
+    assert!(t.contains("1 on hub-a.azure-devices.net"), "{t}");
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! `base64(HMAC-SHA256(key = base64decode(groupKey), msg = utf8(registrationId)))`.
 //! Group keys are read from a file or an environment variable and never logged or stored; a
 //! derived key is never stored (it can be re-derived); individual keys are stored because DPS
-//! needs them in the enrollment.
+//! needs them in the enrollment. DPS is always sent both keys: a derived enrollment's secondary
+//! key comes from the secondary group key when one is configured, else it is a random key made
+//! when the enrollment is recorded and stored like an individual key.
 
 use super::{CredentialSource, Inspection, Requirement};
 use crate::config::{SymmetricKeys, SymmetricSection};
@@ -200,13 +202,22 @@ impl CredentialSource for SymmetricKeySource {
                     .primary
                     .as_ref()
                     .expect("loading refuses group-derived mode without a group key");
+                let secondary = match &self.secondary {
+                    Some(g) => Secret(g.derive(registration_id)),
+                    // The random secondary recorded for this device stays its secondary.
+                    None => match existing
+                        .filter(|e| e.group_key_id.as_deref() == Some(group.id()))
+                        .and_then(|e| e.secondary_key.clone())
+                    {
+                        Some(kept) => kept,
+                        None => Secret(random_key()?),
+                    },
+                };
                 Credential::SymmetricKey {
                     primary: Secret(group.derive(registration_id)),
-                    secondary: self
-                        .secondary
-                        .as_ref()
-                        .map(|g| Secret(g.derive(registration_id))),
+                    secondary: Some(secondary),
                     group_key_id: Some(group.id().to_string()),
+                    secondary_derived: self.secondary.is_some(),
                 }
             }
             // An individual enrollment keeps its keys: a re-run writes the same ones.
@@ -215,11 +226,13 @@ impl CredentialSource for SymmetricKeySource {
                     primary,
                     secondary: existing.and_then(|e| e.secondary_key.clone()),
                     group_key_id: None,
+                    secondary_derived: false,
                 },
                 None => Credential::SymmetricKey {
                     primary: Secret(random_key()?),
                     secondary: Some(Secret(random_key()?)),
                     group_key_id: None,
+                    secondary_derived: false,
                 },
             },
         })

@@ -161,9 +161,16 @@ pub struct UploadArgs {
     /// Replace enrollments DPS holds with a different attestation (bulk mode "update").
     #[arg(long)]
     pub update: bool,
-    /// Read back every uploaded enrollment and compare it with the database.
+    /// Read back every uploaded enrollment (query pages) and compare every field with what
+    /// was sent; attestation is read again only where the enrollment's etag changed.
     #[arg(long, conflicts_with_all = ["dry_run", "update"])]
     pub verify: bool,
+    /// With --verify: read every enrollment's attestation, whatever its etag.
+    #[arg(long, requires = "verify")]
+    pub deep: bool,
+    /// With --verify: read each device's registration state (did it come up in the field?).
+    #[arg(long, requires = "verify")]
+    pub registrations: bool,
     /// Base URL instead of https://<upload.host> (testing, sovereign clouds).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,

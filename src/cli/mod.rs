@@ -24,7 +24,10 @@ use std::time::Duration;
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json,
+        tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
     match run(cli, out) {
         Ok(code) => code,
         Err(e) => {
@@ -162,8 +165,13 @@ fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
         }
     }
     let summary = match &a.batch {
-        Some(id) => Some(jobs::export_again(config, id, a.out.as_deref())?),
-        None => jobs::export_new(config, a.out.as_deref())?,
+        Some(id) => Some(jobs::export_again(
+            config,
+            id,
+            a.out.as_deref(),
+            &mut |e| out.event(&e),
+        )?),
+        None => jobs::export_new(config, a.out.as_deref(), &mut |e| out.event(&e))?,
     };
     match summary {
         Some(s) => out.emit(&s, || {
@@ -186,7 +194,14 @@ fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
 fn upload(config: &Config, a: &UploadArgs, out: Out) -> Result<ExitCode> {
     let mut emit = |e: crate::domain::Event| out.event(&e);
     let clean = if a.verify {
-        jobs::verify(config, a.endpoint.as_deref(), &mut emit)?.mismatched == 0
+        let v = jobs::verify(config, a.endpoint.as_deref(), a.deep, &mut emit)?;
+        // A device that tried to register and failed is a finding too.
+        let r = if a.registrations {
+            jobs::registrations(config, a.endpoint.as_deref(), &mut emit)?.failed
+        } else {
+            0
+        };
+        v.mismatched == 0 && r == 0
     } else {
         let opts = UploadOptions {
             dry_run: a.dry_run,

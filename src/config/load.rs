@@ -213,6 +213,12 @@ fn validate_upload(c: &Config) -> std::result::Result<(), Invalid> {
                 "expected 1 to 1000 calls per minute (the DPS quota is 1,000 operations per minute)",
             ));
         }
+        if u.query_page_size == 0 || u.query_page_size > 1000 {
+            return Err(bad(
+                "upload.query_page_size",
+                "expected 1 to 1000 enrollments per query page",
+            ));
+        }
         if u.token_lifetime_s < 60 {
             return Err(bad(
                 "upload.token_lifetime_s",

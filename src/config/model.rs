@@ -457,6 +457,14 @@ pub struct UploadSection {
     /// Timeout of one HTTP request.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_s: u64,
+    /// Enrollments asked for per query page when reading back and verifying
+    /// (`x-ms-max-item-count`; DPS may return fewer).
+    #[serde(default = "default_query_page_size")]
+    pub query_page_size: u32,
+}
+
+fn default_query_page_size() -> u32 {
+    1000
 }
 
 fn default_policy_name() -> String {

@@ -102,6 +102,8 @@ pub enum Credential {
         primary: Secret,
         secondary: Option<Secret>,
         group_key_id: Option<String>,
+        /// The secondary key was derived from the secondary group key (so it is not stored).
+        secondary_derived: bool,
     },
     /// A device certificate; `private_key` (PKCS#8 DER) when the station generated the key.
     X509 {
@@ -190,17 +192,22 @@ impl Credential {
         }
     }
 
-    /// Keys the enrollment row keeps (individual symmetric keys only).
+    /// Keys the enrollment row keeps: individual keys, and a random secondary key beside a
+    /// derived primary (a derived key is never stored: it can be derived again).
     pub fn stored_keys(&self) -> (Option<&Secret>, Option<&Secret>) {
         match self {
             Credential::SymmetricKey {
                 primary,
                 secondary,
                 group_key_id: None,
+                ..
             } => (Some(primary), secondary.as_ref()),
-            Credential::SymmetricKey { .. } | Credential::X509 { .. } | Credential::Tpm(_) => {
-                (None, None)
-            }
+            Credential::SymmetricKey {
+                secondary,
+                secondary_derived,
+                ..
+            } => (None, secondary.as_ref().filter(|_| !secondary_derived)),
+            Credential::X509 { .. } | Credential::Tpm(_) => (None, None),
         }
     }
 

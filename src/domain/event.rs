@@ -11,7 +11,9 @@
 //! with `Connecting`.
 //!
 //! An upload goes `UploadStarted` → (`Request` | `Bulk` | `Retry` | `Conflict` |
-//! `ItemFailed`)* → `UploadFinished`; a verification → `Mismatch`* → `VerifyFinished`.
+//! `ItemFailed` | `Progress`)* → `UploadFinished`; a verification → (`Mismatch` | `Progress` |
+//! `Retry`)* → `VerifyFinished`, then with `--registrations` (`Registration` | `Progress`)* →
+//! `RegistrationsFinished`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -153,12 +155,24 @@ pub enum Event {
         error_code: Option<i64>,
         error_status: Option<String>,
     },
+    /// DPS holds something else than was sent: every differing field (`differences`, never a
+    /// key value), joined in `problem`.
     Mismatch {
         registration_id: String,
         problem: String,
+        differences: Vec<String>,
     },
+    /// How far a long job has come (after every call to DPS, every export page).
+    Progress(Progress),
     UploadFinished(UploadSummary),
     VerifyFinished(VerifySummary),
+    /// A device's registration state, for a device that did not come up assigned.
+    Registration {
+        registration_id: String,
+        #[serde(flatten)]
+        state: RegistrationState,
+    },
+    RegistrationsFinished(RegistrationSummary),
 }
 
 impl Event {
@@ -192,6 +206,9 @@ pub struct UploadSummary {
     pub uploaded: usize,
     pub conflicts: usize,
     pub failed: usize,
+    /// Enrollments whose etag was read back after the upload (verification skips their
+    /// attestation while the etag is unchanged).
+    pub etags_recorded: usize,
 }
 
 /// What a verification found.
@@ -201,4 +218,125 @@ pub struct VerifySummary {
     pub checked: usize,
     pub matched: usize,
     pub mismatched: usize,
+    /// Of the mismatched: enrollments DPS does not hold at all.
+    pub missing: usize,
+    /// Query pages read.
+    pub pages: u32,
+    /// Attestation mechanism reads (enrollments whose etag changed or was unknown, or all
+    /// with `--deep`).
+    pub attestation_reads: u32,
+    /// Enrollments DPS holds that this station did not upload (not compared).
+    pub others: usize,
+}
+
+/// Which long job a [`Progress`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Upload,
+    /// Reading back etags after an upload.
+    ReadBack,
+    Verify,
+    Registrations,
+    Export,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Upload => "Uploading",
+            Phase::ReadBack => "Reading back",
+            Phase::Verify => "Verifying",
+            Phase::Registrations => "Registrations",
+            Phase::Export => "Exporting",
+        }
+    }
+}
+
+/// How far a long job has come.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Items done (enrollments sent, read back, verified, written).
+    pub done: u64,
+    /// Items in all (`done` may pass it on a read-back of a DPS shared with others).
+    pub total: u64,
+    /// Calls to DPS so far.
+    pub requests: u32,
+    /// Accepted, matched or assigned.
+    pub ok: u64,
+    pub conflicts: u64,
+    /// Failed items, mismatches or failed registrations.
+    pub failed: u64,
+    /// Seconds left at the pace so far.
+    pub eta_s: Option<u64>,
+}
+
+impl Progress {
+    /// A progress of `phase` with nothing done yet.
+    pub fn new(phase: Phase, total: u64) -> Self {
+        Progress {
+            phase,
+            done: 0,
+            total,
+            requests: 0,
+            ok: 0,
+            conflicts: 0,
+            failed: 0,
+            eta_s: None,
+        }
+    }
+
+    /// Fraction done, 0..=1.
+    pub fn fraction(&self) -> f32 {
+        if self.total == 0 {
+            1.0
+        } else {
+            (self.done as f32 / self.total as f32).min(1.0)
+        }
+    }
+
+    /// Set the time left from the pace since `started`.
+    pub fn estimate(&mut self, started: std::time::Instant) {
+        let left = self.total.saturating_sub(self.done);
+        self.eta_s = (self.done > 0).then(|| {
+            let per = started.elapsed().as_secs_f64() / self.done as f64;
+            (per * left as f64).ceil() as u64
+        });
+    }
+}
+
+/// A device's registration state as DPS reported it (`GET /registrations/{id}`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RegistrationState {
+    /// `unassigned`, `assigning`, `assigned`, `failed`, `disabled`, or `not_registered`
+    /// (DPS has never seen the device).
+    pub status: String,
+    pub assigned_hub: Option<String>,
+    pub device_id: Option<String>,
+    /// `errorCode: errorMessage` of a failed registration.
+    pub error: Option<String>,
+    pub last_updated: Option<String>,
+}
+
+/// Did the devices come up: registration states of every uploaded enrollment.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RegistrationSummary {
+    pub requests: u32,
+    pub checked: usize,
+    /// Assigned to a hub, by hub.
+    pub assigned: std::collections::BTreeMap<String, usize>,
+    pub assigning: usize,
+    pub unassigned: usize,
+    pub failed: usize,
+    pub disabled: usize,
+    /// DPS has not seen the device register yet (404).
+    pub never_seen: usize,
+}
+
+impl RegistrationSummary {
+    /// Devices assigned to any hub.
+    pub fn registered(&self) -> usize {
+        self.assigned.values().sum()
+    }
 }

@@ -9,7 +9,8 @@
 use super::MAX_BULK;
 use super::enrollment::{Attestation, DpsOptions, write_enrollment};
 use crate::attestation::symmetric::SymmetricKeySource;
-use crate::domain::AttestationKind;
+use crate::domain::event::{Phase, Progress};
+use crate::domain::{AttestationKind, Event};
 use crate::error::{Error, Result};
 use crate::store::{AttestationRow, Batch, BatchFile, Store, now};
 use serde::Serialize;
@@ -18,6 +19,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// Enrollments written between two progress reports.
+const PROGRESS_EVERY: u64 = 10_000;
 
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +60,7 @@ pub fn export_new(
     options: &DpsOptions,
     keys: Option<&SymmetricKeySource>,
     out_dir: &Path,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<Option<ExportSummary>> {
     let (covered, assigned) = store.export_watermarks()?;
     if assigned <= covered {
@@ -76,7 +81,7 @@ pub fn export_new(
         dps_options: serde_json::to_string(options).expect("options serialise"),
     };
     let _lock = lock_exports(out_dir)?;
-    let files = write_batch(store, &batch, keys, out_dir)?;
+    let files = write_batch(store, &batch, keys, out_dir, progress)?;
     store
         .insert_batch(&batch, &files.files)
         .inspect_err(|_| files.discard())?;
@@ -89,10 +94,11 @@ pub fn export_again(
     batch_id: &str,
     keys: Option<&SymmetricKeySource>,
     out_dir: &Path,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<ExportSummary> {
     let batch = store.batch(batch_id)?;
     let _lock = lock_exports(out_dir)?;
-    let files = write_batch(store, &batch, keys, out_dir)?;
+    let files = write_batch(store, &batch, keys, out_dir, progress)?;
     let recorded = store.batch_files(batch_id)?;
     if !recorded.is_empty() && recorded != files.files {
         files.discard();
@@ -236,6 +242,7 @@ fn write_batch(
     batch: &Batch,
     keys: Option<&SymmetricKeySource>,
     out_dir: &Path,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<Pending> {
     std::fs::create_dir_all(out_dir).map_err(|source| Error::File {
         what: "cannot create export directory",
@@ -265,7 +272,14 @@ fn write_batch(
     let result = std::thread::scope(|s| {
         let tmp_csv = &pending.tmp_csv;
         let csv = s.spawn(move || write_csv(&csv_reader, batch, tmp_csv));
-        let json = write_json(store, batch, keys, &options.fragment(), &pending.tmp_json);
+        let json = write_json(
+            store,
+            batch,
+            keys,
+            &options.fragment(),
+            &pending.tmp_json,
+            progress,
+        );
         let csv = csv.join().unwrap_or_else(|_| {
             Err(Error::Internal {
                 message: "the CSV export thread panicked".into(),
@@ -335,8 +349,11 @@ fn write_json(
     keys: Option<&SymmetricKeySource>,
     fragment: &str,
     path: &Path,
+    progress: &mut dyn FnMut(Event),
 ) -> Result<BatchFile> {
     let io = file_error(path);
+    let started = std::time::Instant::now();
+    let mut shown = Progress::new(Phase::Export, batch.count as u64);
     // The bulk-operation file holds keys: owner-only.
     let mut json = create(path, 0o600)?;
     json.write_all(b"[").map_err(&io)?;
@@ -357,6 +374,12 @@ fn write_json(
         let att = attestation(e, keys, &mut derived, &mut derived2)?;
         write_enrollment(&mut body, e.registration_id, &att, fragment);
         in_body += 1;
+        shown.done += 1;
+        if shown.done.is_multiple_of(PROGRESS_EVERY) {
+            shown.ok = shown.done;
+            shown.estimate(started);
+            progress(Event::Progress(shown));
+        }
         if in_body == MAX_BULK {
             body.extend_from_slice(b"]}");
             json.write_all(&body).map_err(&io)?;
@@ -373,6 +396,9 @@ fn write_json(
     if seen != batch.count {
         return Err(count_mismatch(store, batch, seen));
     }
+    shown.ok = shown.done;
+    shown.eta_s = None;
+    progress(Event::Progress(shown));
     let f = json.into_inner().map_err(|e| io(e.into_error()))?;
     f.finish(String::new()).map_err(&io)
 }
@@ -428,12 +454,15 @@ fn symmetric<'a>(
     match group {
         Some(g) if g.id() == enrolled => {
             *derived = g.derive(e.registration_id);
-            let secondary = match keys.and_then(|k| k.secondary.as_ref()) {
-                Some(s) => {
+            // The random secondary recorded with the enrollment, else one derived from the
+            // secondary group key.
+            let secondary = match (e.secondary_key, keys.and_then(|k| k.secondary.as_ref())) {
+                (Some(stored), _) => Some(stored),
+                (None, Some(s)) => {
                     *derived2 = s.derive(e.registration_id);
                     Some(derived2.as_str())
                 }
-                None => None,
+                (None, None) => None,
             };
             Ok(Attestation::SymmetricKey {
                 primary: derived.as_str(),

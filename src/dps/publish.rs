@@ -130,7 +130,7 @@ pub fn repair(
         }
     };
     for p in batches {
-        match export::export_again(store, &p.batch, keys.as_ref(), out_dir) {
+        match export::export_again(store, &p.batch, keys.as_ref(), out_dir, &mut |_| {}) {
             Ok(_) => done.recreated.push(p.batch.clone()),
             Err(e) => done.failed.push((p.clone(), e.to_string())),
         }

@@ -1,12 +1,12 @@
 //! The window's state and the commands that change it. Drawing lives in `panels` and the
 //! files it calls; the frame loop (`impl eframe::App`) lives in `window`.
 
+use super::jobs_view::JobsView;
 use super::reader::{self, Answer, Query, Reader};
 use super::worker::{self, Command, Report, Worker};
 use crate::config::Config;
 use crate::device::Opener;
 use crate::domain::{Event, Step};
-use crate::dps::export::ExportSummary;
 use crate::station::doctor::Check;
 use crate::station::{Job, JobOutcome, Jobs, Problem};
 use crate::store::{AttemptRow, Counts, Enrollment, ShiftStats};
@@ -102,6 +102,10 @@ pub enum UiCommand {
     Rerun(String),
     Export,
     Upload,
+    /// Verify what DPS holds and read every device's registration state.
+    Verify,
+    /// Read one device's registration state from DPS (the details window).
+    CheckRegistration(String),
     SearchChanged,
     ShowDetails(String),
     CloseDetails,
@@ -127,11 +131,8 @@ pub struct StationApp {
     pub shift: ShiftStats,
     pub day: ShiftStats,
     pub pending: Vec<Enrollment>,
-    pub export_note: Option<Result<Option<ExportSummary>, Problem>>,
-    pub upload_note: Option<Result<crate::dps::upload::UploadSummary, Problem>>,
-    pub uploading: bool,
-    /// Progress of the upload in progress: (enrollments sent, accepted).
-    pub upload_progress: (usize, usize),
+    /// Export, upload, verification and registration checks: notes and progress.
+    pub jobs_view: JobsView,
     pub warnings: Vec<String>,
     pub db_error: Option<String>,
     pub show_settings: bool,
@@ -207,10 +208,7 @@ impl StationApp {
             shift: ShiftStats::default(),
             day: ShiftStats::default(),
             pending: Vec::new(),
-            export_note: None,
-            upload_note: None,
-            uploading: false,
-            upload_progress: (0, 0),
+            jobs_view: JobsView::default(),
             warnings: Vec::new(),
             db_error: None,
             show_settings: false,
@@ -283,31 +281,27 @@ impl StationApp {
         }
     }
 
-    /// The jobs thread's outcomes (export, upload, checks).
+    /// The jobs thread's outcomes (export, upload, verification, checks).
     fn drain_outcomes(&mut self) {
         let outcomes: Vec<JobOutcome> = self.jobs.rx.try_iter().collect();
         for o in outcomes {
-            match o {
-                JobOutcome::Uploaded(r) => {
-                    self.upload_note = Some(r);
-                    self.uploading = false;
-                }
-                JobOutcome::Exported(r) => {
-                    self.export_note = Some(r);
+            self.inject_outcome(o);
+        }
+    }
+
+    /// Take in one outcome as if the jobs thread had sent it (tests drive the window with
+    /// this instead of a real DPS).
+    #[doc(hidden)]
+    pub fn inject_outcome(&mut self, o: JobOutcome) {
+        match o {
+            JobOutcome::Checked(checks) => self.doctor = Some(checks),
+            JobOutcome::Notices(notices) => notices.into_iter().for_each(|n| self.warn(n)),
+            o => {
+                if matches!(o, JobOutcome::Exported(_)) {
                     self.summary_due = Instant::now();
                     self.refresh_history();
                 }
-                JobOutcome::Checked(checks) => self.doctor = Some(checks),
-                JobOutcome::Notices(notices) => notices.into_iter().for_each(|n| self.warn(n)),
-                JobOutcome::Event(Event::Bulk {
-                    enrollments,
-                    uploaded,
-                    ..
-                }) => {
-                    self.upload_progress.0 += enrollments;
-                    self.upload_progress.1 += uploaded;
-                }
-                JobOutcome::Event(_) => {}
+                self.jobs_view.take(o);
             }
         }
     }
@@ -499,6 +493,13 @@ impl StationApp {
         }
     }
 
+    /// Send `job` to the jobs thread (`None`: the same work is already under way).
+    fn queue(&self, job: Option<Job>) {
+        if let Some(job) = job {
+            self.jobs.send(job);
+        }
+    }
+
     /// Apply a command from a panel.
     pub fn apply(&mut self, c: UiCommand) {
         match c {
@@ -531,16 +532,19 @@ impl StationApp {
                 self.apply(UiCommand::Start);
             }
             UiCommand::Export => {
-                self.export_note = None;
-                self.jobs.send(Job::Export);
+                self.jobs.send(self.jobs_view.export());
             }
             UiCommand::Upload => {
-                if !self.uploading {
-                    self.upload_note = None;
-                    self.uploading = true;
-                    self.upload_progress = (0, 0);
-                    self.jobs.send(Job::Upload);
-                }
+                let job = self.jobs_view.upload();
+                self.queue(job);
+            }
+            UiCommand::Verify => {
+                let job = self.jobs_view.verify();
+                self.queue(job);
+            }
+            UiCommand::CheckRegistration(id) => {
+                let job = self.jobs_view.check_registration(id);
+                self.queue(job);
             }
             UiCommand::SearchChanged => self.refresh_history(),
             UiCommand::ShowDetails(id) => {

@@ -1,6 +1,7 @@
 //! The windows over the main view: operator login, settings, and a device's details.
 
 use super::app::{StationApp, UiCommand};
+use super::dps_panel;
 use super::widgets::{FAIL_RED, PASS_GREEN, outcome_color};
 use eframe::egui::{self, RichText};
 
@@ -127,6 +128,7 @@ pub(super) fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<U
                 }
                 ui.separator();
             }
+            dps_panel::registration(app, ui, id, out);
             ui.label(RichText::new("Attempts").strong());
             for a in attempts {
                 let color = outcome_color(a.outcome == "passed");

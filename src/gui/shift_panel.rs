@@ -1,7 +1,10 @@
-//! The right-hand panel: shift and day figures, export, upload, unfinished devices.
+//! The right-hand panel: shift and day figures, export, DPS (in `dps_panel`), unfinished
+//! devices.
 
 use super::app::{StationApp, UiCommand};
-use super::widgets::{FAIL_RED, outcome_color};
+use super::dps_panel;
+use super::widgets::{FAIL_RED, progress};
+use crate::domain::event::Phase;
 use eframe::egui::{self, RichText};
 
 pub(super) fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
@@ -20,7 +23,7 @@ pub(super) fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec
         export(app, ui, out);
         if app.config.upload.is_some() {
             ui.separator();
-            upload(app, ui, out);
+            dps_panel::dps(app, ui, out);
         }
         if !app.pending.is_empty() {
             ui.separator();
@@ -48,7 +51,10 @@ fn export(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     {
         out.push(UiCommand::Export);
     }
-    match &app.export_note {
+    if let Some(p) = app.jobs_view.progress.filter(|p| p.phase == Phase::Export) {
+        progress(ui, &p);
+    }
+    match &app.jobs_view.export_note {
         Some(Ok(Some(s))) => {
             ui.label(format!("Batch {}: {} enrollments", s.batch, s.count));
             ui.label(format!("{}", s.csv.display()));
@@ -61,49 +67,6 @@ fn export(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
             ui.colored_label(
                 FAIL_RED,
                 format!("Export failed: {} — {}", p.message, p.remedy),
-            );
-        }
-        None => {}
-    }
-}
-
-/// The Upload button (when the station uploads) and what the last upload did.
-fn upload(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
-    let label = if app.uploading {
-        format!(
-            "Uploading… {} sent, {} accepted",
-            app.upload_progress.0, app.upload_progress.1
-        )
-    } else {
-        "Upload to DPS".to_string()
-    };
-    if ui
-        .add_enabled(
-            !app.uploading,
-            egui::Button::new(RichText::new(label).size(20.0)),
-        )
-        .clicked()
-    {
-        out.push(UiCommand::Upload);
-    }
-    match &app.upload_note {
-        Some(Ok(s)) => {
-            let color = outcome_color(s.conflicts + s.failed == 0);
-            ui.colored_label(
-                color,
-                format!(
-                    "Uploaded {}, conflicts {}, failed {} ({} requests)",
-                    s.uploaded, s.conflicts, s.failed, s.requests
-                ),
-            );
-            if s.conflicts > 0 {
-                ui.label("Conflicts: an engineer resolves them with `station upload --update`.");
-            }
-        }
-        Some(Err(p)) => {
-            ui.colored_label(
-                FAIL_RED,
-                format!("Upload stopped: {} — {}", p.message, p.remedy),
             );
         }
         None => {}

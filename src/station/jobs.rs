@@ -5,9 +5,12 @@
 use super::doctor::{self, Check};
 use crate::attestation::symmetric::SymmetricKeySource;
 use crate::config::Config;
+use crate::domain::event::RegistrationState;
 use crate::domain::{Event, Status};
 use crate::dps::export::{self, ExportSummary};
-use crate::dps::upload::{self, Dps, UploadOptions, UploadSummary, VerifySummary};
+use crate::dps::upload::{
+    self, Dps, RegistrationSummary, UploadOptions, UploadSummary, VerifyOptions, VerifySummary,
+};
 use crate::dps::{enrollment::DpsOptions, publish};
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::Store;
@@ -105,7 +108,11 @@ fn start_notices(config: &Config) -> Vec<String> {
 
 /// Export a new batch of every provisioned enrollment not yet exported, into `dir` (default:
 /// the configured export directory); `None` when there is nothing to export.
-pub fn export_new(config: &Config, dir: Option<&Path>) -> Result<Option<ExportSummary>> {
+pub fn export_new(
+    config: &Config,
+    dir: Option<&Path>,
+    progress: &mut dyn FnMut(Event),
+) -> Result<Option<ExportSummary>> {
     let mut store = Store::open(&config.database_path())?;
     let keys = keys(config)?;
     let dir = dir.map_or_else(|| config.export_dir(), Path::to_path_buf);
@@ -115,23 +122,33 @@ pub fn export_new(config: &Config, dir: Option<&Path>) -> Result<Option<ExportSu
         &DpsOptions::from_config(&config.dps),
         keys.as_ref(),
         &dir,
+        progress,
     )
 }
 
 /// Write batch `id` again into `dir` (default: the export directory).
-pub fn export_again(config: &Config, id: &str, dir: Option<&Path>) -> Result<ExportSummary> {
+pub fn export_again(
+    config: &Config,
+    id: &str,
+    dir: Option<&Path>,
+    progress: &mut dyn FnMut(Event),
+) -> Result<ExportSummary> {
     let store = Store::open(&config.database_path())?;
     let keys = keys(config)?;
     let dir = dir.map_or_else(|| config.export_dir(), Path::to_path_buf);
-    export::export_again(&store, id, keys.as_ref(), &dir)
+    export::export_again(&store, id, keys.as_ref(), &dir, progress)
 }
 
-fn dps(config: &Config, endpoint: Option<&str>) -> Result<Dps> {
+/// The DPS client `[upload]` describes, and its query page size.
+fn dps(config: &Config, endpoint: Option<&str>) -> Result<(Dps, u32)> {
     let section = config.upload.as_ref().ok_or(Error::Upload {
         code: ErrorCode::UploadNotConfigured,
         message: "station.toml has no [upload] section".into(),
     })?;
-    Dps::new(config, section, endpoint)
+    Ok((
+        Dps::new(config, section, endpoint)?,
+        section.query_page_size,
+    ))
 }
 
 /// Upload every exported enrollment DPS does not hold yet.
@@ -141,29 +158,71 @@ pub fn upload(
     options: &UploadOptions,
     emit: &mut dyn FnMut(Event),
 ) -> Result<UploadSummary> {
-    let mut dps = dps(config, endpoint)?;
+    let (mut dps, page_size) = dps(config, endpoint)?;
     let mut store = Store::open(&config.database_path())?;
-    upload::upload(&mut store, &mut dps, keys(config)?.as_ref(), options, emit)
+    let keys = keys(config)?;
+    upload::upload(
+        &mut store,
+        &mut dps,
+        keys.as_ref(),
+        options,
+        page_size,
+        emit,
+    )
 }
 
-/// Read back every uploaded enrollment from DPS and compare.
+/// Read back every uploaded enrollment from DPS and compare (`deep`: every attestation too).
 pub fn verify(
     config: &Config,
     endpoint: Option<&str>,
+    deep: bool,
     emit: &mut dyn FnMut(Event),
 ) -> Result<VerifySummary> {
-    let mut dps = dps(config, endpoint)?;
+    let (mut dps, page_size) = dps(config, endpoint)?;
     let mut store = Store::open(&config.database_path())?;
-    upload::verify(&mut store, &mut dps, keys(config)?.as_ref(), emit)
+    let opts = VerifyOptions { deep, page_size };
+    upload::verify(&mut store, &mut dps, keys(config)?.as_ref(), opts, emit)
+}
+
+/// Read every uploaded device's registration state from DPS: did the devices come up?
+pub fn registrations(
+    config: &Config,
+    endpoint: Option<&str>,
+    emit: &mut dyn FnMut(Event),
+) -> Result<RegistrationSummary> {
+    let (mut dps, _) = dps(config, endpoint)?;
+    let mut store = Store::open(&config.database_path())?;
+    upload::registrations(&mut store, &mut dps, emit)
+}
+
+/// One device's registration state, read from DPS now and recorded (`None`: the station has
+/// not uploaded its enrollment).
+pub fn registration(config: &Config, registration_id: &str) -> Result<Option<RegistrationState>> {
+    let (mut dps, _) = dps(config, None)?;
+    let mut store = Store::open(&config.database_path())?;
+    upload::registration(&mut store, &mut dps, registration_id, &mut |_| {})
+}
+
+/// Verify every uploaded enrollment, then read every device's registration state.
+fn reconcile(
+    config: &Config,
+    emit: &mut dyn FnMut(Event),
+) -> Result<(VerifySummary, RegistrationSummary)> {
+    let v = verify(config, None, false, emit)?;
+    Ok((v, registrations(config, None, emit)?))
 }
 
 /// Work the window hands to the jobs thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     /// The start-of-run checks ([`start_checks`]).
     StartChecks,
     Export,
     Upload,
+    /// Verify what DPS holds and whether the devices came up.
+    Verify,
+    /// Read one device's registration state.
+    Registration(String),
     Doctor,
 }
 
@@ -174,8 +233,14 @@ pub enum JobOutcome {
     Notices(Vec<String>),
     Exported(std::result::Result<Option<ExportSummary>, super::Problem>),
     Uploaded(std::result::Result<UploadSummary, super::Problem>),
+    Verified(std::result::Result<(VerifySummary, RegistrationSummary), super::Problem>),
+    /// A device's registration state (`None`: its enrollment is not uploaded).
+    Registration(
+        String,
+        std::result::Result<Option<RegistrationState>, super::Problem>,
+    ),
     Checked(Vec<Check>),
-    /// Upload progress.
+    /// Export, upload and verification progress.
     Event(Event),
 }
 
@@ -201,15 +266,24 @@ impl Jobs {
                 for job in jobs {
                     send(match job {
                         Job::StartChecks => JobOutcome::Notices(start_notices(&config)),
-                        Job::Export => {
-                            JobOutcome::Exported(export_new(&config, None).map_err(|e| (&e).into()))
-                        }
+                        Job::Export => JobOutcome::Exported(
+                            export_new(&config, None, &mut |e| send(JobOutcome::Event(e)))
+                                .map_err(|e| (&e).into()),
+                        ),
                         Job::Upload => JobOutcome::Uploaded(
                             upload(&config, None, &UploadOptions::default(), &mut |e| {
                                 send(JobOutcome::Event(e))
                             })
                             .map_err(|e| (&e).into()),
                         ),
+                        Job::Verify => JobOutcome::Verified(
+                            reconcile(&config, &mut |e| send(JobOutcome::Event(e)))
+                                .map_err(|e| (&e).into()),
+                        ),
+                        Job::Registration(id) => {
+                            let r = registration(&config, &id).map_err(|e| (&e).into());
+                            JobOutcome::Registration(id, r)
+                        }
                         Job::Doctor => JobOutcome::Checked(doctor::checks(&config)),
                     });
                 }

@@ -171,6 +171,7 @@ mod tests {
             primary: key.cloned().unwrap_or(Secret("ZGVyaXZlZA==".into())),
             secondary: None,
             group_key_id: key.is_none().then(|| "g1".to_string()),
+            secondary_derived: false,
         }
     }
 

@@ -153,6 +153,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (batch_id, name)
     );
     "#,
+    // 5 -> 6: reconciliation with DPS. `etag` is the etag at which DPS was last seen holding
+    // exactly what was sent (a changed etag means the enrollment changed and its attestation is
+    // read again); `verify_run` marks the rows a verification saw, so the rest are the ones DPS
+    // does not hold; the device's registration state as last read. `dps_secondary_keys` holds
+    // the secondary key made at upload for an enrollment recorded before both keys were always
+    // sent (its row is immutable).
+    r#"
+    ALTER TABLE uploads ADD COLUMN etag TEXT;
+    ALTER TABLE uploads ADD COLUMN verify_run TEXT;
+    ALTER TABLE uploads ADD COLUMN registration_status TEXT;
+    ALTER TABLE uploads ADD COLUMN assigned_hub TEXT;
+    ALTER TABLE uploads ADD COLUMN device_id TEXT;
+    ALTER TABLE uploads ADD COLUMN registration_error TEXT;
+    ALTER TABLE uploads ADD COLUMN registration_updated TEXT;
+    ALTER TABLE uploads ADD COLUMN registration_checked_at TEXT;
+    CREATE TABLE dps_secondary_keys (
+        export_seq    INTEGER PRIMARY KEY,
+        secondary_key TEXT NOT NULL,
+        created_at    TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -6,9 +6,10 @@ use crate::config::{Config, UploadSection};
 use crate::domain::Event;
 use crate::dps::API_VERSION;
 use crate::dps::sas::SasSigner;
+use crate::dps::sas::url_encode;
 use crate::error::{Error, ErrorCode, Result};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Backoff after the first failure; doubles each time up to [`BACKOFF_MAX`].
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -43,6 +44,8 @@ pub struct Dps {
 pub(super) struct Reply {
     pub(super) status: u16,
     pub(super) body: String,
+    /// `x-ms-continuation` of a query answer.
+    pub(super) continuation: Option<String>,
 }
 
 impl Dps {
@@ -53,15 +56,9 @@ impl Dps {
             .or(section.endpoint.as_deref())
             .map(|e| e.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("https://{}", section.host));
-        // The token's resource is the host requests go to.
-        let host = base
-            .split("://")
-            .nth(1)
-            .unwrap_or(&base)
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        // The token's resource is the DPS host it is for, wherever requests go (a proxy, a
+        // test server): DPS checks `sr` against its own name.
+        let host = section.host.clone();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(section.request_timeout_s)))
             .http_status_as_error(false)
@@ -102,6 +99,19 @@ impl Dps {
         body: Option<&[u8]>,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Reply> {
+        self.send_with(method, path, body, &[], emit)
+    }
+
+    /// [`Dps::send`] with extra request headers.
+    // long: one retry loop (request, classify, back off) reads best in one place
+    pub(super) fn send_with(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Reply> {
         let url = self.url(path);
         let start = Instant::now();
         let mut attempt = 0u32;
@@ -109,27 +119,41 @@ impl Dps {
             self.rate.wait();
             self.requests += 1;
             let token = self.signer.token().to_string();
-            let result = match (method, body) {
-                ("POST", Some(b)) => self
+            let result = if method == "POST" {
+                let mut req = self
                     .agent
                     .post(&url)
                     .header("Authorization", &token)
-                    .header("Content-Type", "application/json")
-                    .send(b),
-                _ => self.agent.get(&url).header("Authorization", &token).call(),
+                    .header("Content-Type", "application/json");
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.send(body.unwrap_or(b""))
+            } else {
+                let mut req = self.agent.get(&url).header("Authorization", &token);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call()
             };
             let (status, retry_after, reason) = match result {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    let header = |name: &str| {
+                        resp.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let retry_after = header("retry-after").and_then(|v| retry_after(&v));
+                    let continuation = header("x-ms-continuation").filter(|c| !c.is_empty());
                     let text = resp.body_mut().read_to_string().unwrap_or_default();
                     if status != 429 && status < 500 {
-                        return Ok(Reply { status, body: text });
+                        return Ok(Reply {
+                            status,
+                            body: text,
+                            continuation,
+                        });
                     }
                     (Some(status), retry_after, format!("HTTP {status}"))
                 }
@@ -160,36 +184,128 @@ impl Dps {
         }
     }
 
-    /// GET one enrollment: `Some(json)` if DPS holds it.
-    pub(super) fn get(
+    /// A JSON answer that may be "not there" (404); refusals and other statuses are errors.
+    fn json_or_absent(&self, what: &str, r: Reply) -> Result<Option<Value>> {
+        match r.status {
+            200 => serde_json::from_str(&r.body)
+                .map(Some)
+                .map_err(|e| upload_error(ErrorCode::UploadBadResponse, format!("{what}: {e}"))),
+            404 => Ok(None),
+            401 | 403 => Err(upload_error(
+                ErrorCode::UploadUnauthorized,
+                format!(
+                    "{what}: DPS refused the signature (HTTP {}): {}",
+                    r.status, r.body
+                ),
+            )),
+            s => Err(upload_error(
+                ErrorCode::UploadHttp,
+                format!("{what}: HTTP {s}: {}", r.body),
+            )),
+        }
+    }
+
+    /// An enrollment's attestation with its keys (`IndividualEnrollment_GetAttestationMechanism`,
+    /// the only call that returns symmetric keys): `None` if DPS does not hold the enrollment.
+    pub(super) fn attestation_mechanism(
         &mut self,
         registration_id: &str,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Option<Value>> {
-        let r = self.send(
-            "GET",
-            &format!("/enrollments/{registration_id}"),
-            None,
+        let path = format!(
+            "/enrollments/{}/attestationmechanism",
+            url_encode(registration_id)
+        );
+        // The operation takes no body (as the service SDKs call it).
+        let r = self.send("POST", &path, None, emit)?;
+        self.json_or_absent(&format!("POST {path}"), r)
+    }
+
+    /// One page of `POST /enrollments/query` (`{"query": "*"}`): the enrollments (without
+    /// keys) and the continuation token of the next page, `None` on the last.
+    pub(super) fn query_page(
+        &mut self,
+        continuation: Option<&str>,
+        page_size: u32,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<(Vec<Value>, Option<String>)> {
+        let size = page_size.to_string();
+        let mut headers = vec![("x-ms-max-item-count", size.as_str())];
+        if let Some(c) = continuation {
+            headers.push(("x-ms-continuation", c));
+        }
+        let r = self.send_with(
+            "POST",
+            "/enrollments/query",
+            Some(br#"{"query":"*"}"#),
+            &headers,
             emit,
         )?;
-        match r.status {
-            200 => serde_json::from_str(&r.body).map(Some).map_err(|e| {
-                upload_error(
-                    ErrorCode::UploadBadResponse,
-                    format!("GET {registration_id}: {e}"),
-                )
-            }),
-            404 => Ok(None),
-            401 | 403 => Err(upload_error(
-                ErrorCode::UploadUnauthorized,
-                format!("HTTP {}: {}", r.status, r.body),
+        let next = r.continuation.clone();
+        match self.json_or_absent("POST /enrollments/query", r)? {
+            Some(Value::Array(items)) => Ok((items, next)),
+            Some(_) => Err(upload_error(
+                ErrorCode::UploadBadResponse,
+                "POST /enrollments/query: the answer is not an array of enrollments",
             )),
-            s => Err(upload_error(
+            None => Err(upload_error(
                 ErrorCode::UploadHttp,
-                format!("GET {registration_id}: HTTP {s}: {}", r.body),
+                "POST /enrollments/query: HTTP 404 (is the endpoint a DPS service API?)",
             )),
         }
     }
+
+    /// A device's registration state (`GET /registrations/{id}`): `None` until it registers.
+    pub(super) fn registration(
+        &mut self,
+        registration_id: &str,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Option<Value>> {
+        let path = format!("/registrations/{}", url_encode(registration_id));
+        let r = self.send("GET", &path, None, emit)?;
+        self.json_or_absent(&format!("GET {path}"), r)
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub(super) fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = http_date(v)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// Unix seconds of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form HTTP senders use.
+pub(super) fn http_date(v: &str) -> Option<u64> {
+    let (_, rest) = v.split_once(", ")?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, clock, "GMT"] = f[..] else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| *x == month)? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let t: Vec<i64> = clock
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [hh, mm, ss] = t[..] else { return None };
+    if !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 fn jitter() -> f64 {

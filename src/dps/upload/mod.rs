@@ -3,29 +3,40 @@
 //!
 //! Sends every exported, not-yet-accepted enrollment version in bulk operations of at most
 //! [`MAX_BULK`], under a rate limit, retrying 429/5xx/network failures with exponential
-//! backoff and jitter (honouring `Retry-After`) up to a bounded time. Each item of a response is
-//! judged: an enrollment DPS already holds with the same attestation is a success, with a
-//! different one a conflict (`--update` replaces it). Results are recorded after every call, so
-//! an interrupted upload resumes, nothing is uploaded twice, and nothing DPS did not accept is
-//! marked uploaded. The policy key is never logged; `--dry-run` redacts the signature and keys.
+//! backoff and jitter (honouring `Retry-After`, seconds or an HTTP date) up to a bounded time.
+//! Each item of a response is judged: an item the answer does not name is accepted only when
+//! the whole operation succeeded; any other item is looked up through the attestation
+//! mechanism (the one call that shows symmetric keys; GET and query never do) — held with the
+//! same attestation is a success, with another one a conflict (`--update` replaces it), not
+//! held a failure that the next run sends again. Results are recorded after every call, so an
+//! interrupted upload resumes, nothing is uploaded twice, and nothing DPS did not accept is
+//! marked uploaded. After an upload the enrollments are read back through query pages and each
+//! one's etag is remembered: verification ([`verify`]) then reads attestation only for
+//! enrollments whose etag changed. The policy key is never logged; `--dry-run` redacts the
+//! signature and keys.
 
 mod client;
+mod compare;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use super::MAX_BULK;
 use super::enrollment::{DpsOptions, write_enrollment};
 use super::export::attestation;
 use super::sas::redact;
-use crate::attestation::symmetric::SymmetricKeySource;
-use crate::domain::Event;
-pub use crate::domain::event::{UploadSummary, VerifySummary};
+use crate::attestation::symmetric::{SymmetricKeySource, random_key};
+use crate::domain::event::{Phase, Progress};
+pub use crate::domain::event::{RegistrationSummary, UploadSummary, VerifySummary};
+use crate::domain::{AttestationKind, Event};
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{AttestationRow, Store, UploadCandidate, UploadResult, UploadStatus};
 pub use client::Dps;
 use client::Reply;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Instant;
+pub use verify::{VerifyOptions, registration, registration_state, registrations, verify};
 
 /// Enrollment versions read from the database at a time.
 const PAGE: u32 = 1000;
@@ -51,14 +62,22 @@ struct Prepared {
     seq: i64,
     registration_id: String,
     json: Vec<u8>,
-    thumbprint: Option<String>,
 }
+
+impl Prepared {
+    fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).expect("we wrote valid JSON")
+    }
+}
+
+/// Batch DPS options as enrollment JSON fragments, read once per batch.
+type Fragments = HashMap<String, String>;
 
 fn prepare(
     c: &UploadCandidate,
-    store: &Store,
+    store: &mut Store,
     keys: Option<&SymmetricKeySource>,
-    fragments: &mut HashMap<String, String>,
+    fragments: &mut Fragments,
 ) -> Result<Prepared> {
     if !fragments.contains_key(&c.batch) {
         let b = store.batch(&c.batch)?;
@@ -68,11 +87,20 @@ fn prepare(
         })?;
         fragments.insert(c.batch.clone(), o.fragment());
     }
+    // DPS is always sent both keys. An enrollment recorded (by an older station) with a
+    // derived primary and no secondary gets a random secondary, made once and kept.
+    let derivable = c.primary_key.is_some() || keys.is_some_and(|k| k.secondary.is_some());
+    let filled = match (c.attestation_type, &c.secondary_key) {
+        (AttestationKind::SymmetricKey, None) if !derivable => {
+            Some(store.dps_secondary_key(c.export_seq, &random_key()?)?)
+        }
+        _ => None,
+    };
     let row = AttestationRow {
         registration_id: &c.registration_id,
         attestation_type: c.attestation_type,
         primary_key: c.primary_key.as_deref(),
-        secondary_key: c.secondary_key.as_deref(),
+        secondary_key: c.secondary_key.as_deref().or(filled.as_deref()),
         group_key_id: c.group_key_id.as_deref(),
         certificate: c.certificate.as_deref(),
         storage_root_key: c.storage_root_key.as_deref(),
@@ -85,7 +113,6 @@ fn prepare(
         seq: c.export_seq,
         registration_id: c.registration_id.clone(),
         json,
-        thumbprint: c.cert_thumbprint.clone(),
     })
 }
 
@@ -118,73 +145,47 @@ fn redact_keys(v: &mut Value) {
     }
 }
 
-/// Whether what DPS holds (`got`) has our registration ID and attestation (`sent`).
-fn same_attestation(
-    sent: &Value,
-    got: &Value,
-    thumbprint: Option<&str>,
-) -> std::result::Result<(), String> {
-    let id = |v: &Value| {
-        v["registrationId"]
-            .as_str()
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
-    if id(sent) != id(got) {
-        return Err(format!("registration ID is `{}`", id(got)));
-    }
-    let (s, g) = (&sent["attestation"], &got["attestation"]);
-    if s["type"] != g["type"] {
-        return Err(format!("attestation type is {}", g["type"]));
-    }
-    match s["type"].as_str() {
-        Some("symmetricKey") => {
-            for k in ["primaryKey", "secondaryKey"] {
-                let ours = &s["symmetricKey"][k];
-                if !ours.is_null() && *ours != g["symmetricKey"][k] {
-                    return Err(format!("symmetricKey.{k} differs"));
-                }
-            }
-            Ok(())
-        }
-        Some("x509") => {
-            let primary = &g["x509"]["clientCertificates"]["primary"];
-            let norm = |v: &Value| {
-                v.as_str()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect::<String>()
-            };
-            let ours = &s["x509"]["clientCertificates"]["primary"]["certificate"];
-            let same = if !primary["certificate"].is_null() {
-                norm(&primary["certificate"]) == norm(ours)
-            } else {
-                let theirs = primary["info"]["sha256Thumbprint"].as_str().unwrap_or("");
-                thumbprint.is_some_and(|t| t.eq_ignore_ascii_case(theirs))
-            };
-            if same {
-                Ok(())
-            } else {
-                Err("X.509 client certificate differs".into())
-            }
-        }
-        _ => Ok(()),
-    }
+/// What DPS holds under an enrollment's registration ID, by its attestation mechanism.
+enum Held {
+    Same,
+    Different(Vec<String>),
+    Absent,
 }
 
-/// Upload every exported enrollment version DPS has not accepted yet.
+fn held(dps: &mut Dps, p: &Prepared, emit: &mut dyn FnMut(Event)) -> Result<Held> {
+    Ok(match dps.attestation_mechanism(&p.registration_id, emit)? {
+        None => Held::Absent,
+        Some(mechanism) => {
+            let d = compare::attestation(&p.value()["attestation"], &mechanism);
+            if d.is_empty() {
+                Held::Same
+            } else {
+                Held::Different(d)
+            }
+        }
+    })
+}
+
+/// Upload every exported enrollment version DPS has not accepted yet, then read back the
+/// etags of what was accepted.
 pub fn upload(
     store: &mut Store,
     dps: &mut Dps,
     keys: Option<&SymmetricKeySource>,
     opts: &UploadOptions,
+    page_size: u32,
     emit: &mut dyn FnMut(Event),
 ) -> Result<UploadSummary> {
     emit(Event::UploadStarted {
         endpoint: dps.base().to_string(),
     });
-    let mut summary = UploadSummary::default();
-    let mut fragments = HashMap::new();
+    let mut run = Run {
+        summary: UploadSummary::default(),
+        accepted: HashMap::new(),
+        progress: Progress::new(Phase::Upload, store.count_upload_candidates()?),
+        started: Instant::now(),
+    };
+    let mut fragments = Fragments::new();
     let mut after = 0;
     loop {
         let candidates = store.upload_candidates(after, PAGE)?;
@@ -196,16 +197,36 @@ pub fn upload(
             .collect::<Result<Vec<_>>>()?;
         for chunk in prepared.chunks(MAX_BULK) {
             let items: Vec<&Prepared> = chunk.iter().collect();
-            bulk(store, dps, &items, "create", opts, &mut summary, emit)?;
+            bulk(store, dps, &items, "create", opts, &mut run, emit)?;
         }
     }
-    summary.requests = dps.requests;
-    emit(Event::UploadFinished(summary));
-    Ok(summary)
+    if !run.accepted.is_empty() {
+        run.summary.etags_recorded =
+            verify::read_back(store, dps, keys, &run.accepted, page_size, emit)?;
+    }
+    run.summary.requests = dps.requests;
+    emit(Event::UploadFinished(run.summary));
+    Ok(run.summary)
+}
+
+/// One upload run's bookkeeping.
+struct Run {
+    summary: UploadSummary,
+    /// What DPS accepted in this run, by lowercase registration ID: export_seq.
+    accepted: HashMap<String, i64>,
+    progress: Progress,
+    started: Instant,
 }
 
 /// Items DPS reported an error for, by lowercase registration ID: (errorCode, errorStatus).
 type Errored = HashMap<String, (Option<i64>, Option<String>)>;
+
+/// DPS's answer to one bulk operation.
+struct Answer {
+    /// `isSuccessful`: every item of the operation was accepted.
+    successful: bool,
+    errored: Errored,
+}
 
 /// What became of the items of one bulk operation.
 struct Judged<'a> {
@@ -224,7 +245,7 @@ fn bulk(
     items: &[&Prepared],
     mode: &'static str,
     opts: &UploadOptions,
-    summary: &mut UploadSummary,
+    run: &mut Run,
     emit: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let body = bulk_body(items, mode);
@@ -240,8 +261,8 @@ fn bulk(
         return Ok(());
     }
     let reply = dps.send("POST", "/enrollments", Some(&body), emit)?;
-    let errored = errored_items(&reply, items)?;
-    let judged = judge(dps, items, &errored, mode, opts, emit)?;
+    let answer = answer(&reply, items)?;
+    let judged = judge(dps, items, &answer, mode, opts, emit)?;
     let records: Vec<UploadResult<'_>> = judged
         .results
         .iter()
@@ -255,9 +276,15 @@ fn bulk(
         })
         .collect();
     store.record_uploads(&records)?;
-    summary.uploaded += judged.ok;
-    summary.conflicts += judged.conflicts;
-    summary.failed += judged.failed;
+    for (p, s, ..) in &judged.results {
+        if *s == UploadStatus::Uploaded {
+            run.accepted
+                .insert(p.registration_id.to_ascii_lowercase(), p.seq);
+        }
+    }
+    run.summary.uploaded += judged.ok;
+    run.summary.conflicts += judged.conflicts;
+    run.summary.failed += judged.failed;
     emit(Event::Bulk {
         request: dps.requests,
         mode,
@@ -266,14 +293,24 @@ fn bulk(
         conflicts: judged.conflicts,
         failed: judged.failed,
     });
+    if mode == "create" {
+        let p = &mut run.progress;
+        p.done += items.len() as u64;
+        p.requests = dps.requests;
+        p.ok = run.summary.uploaded as u64;
+        p.conflicts = run.summary.conflicts as u64;
+        p.failed = run.summary.failed as u64;
+        p.estimate(run.started);
+        emit(Event::Progress(*p));
+    }
     if !judged.to_update.is_empty() {
-        bulk(store, dps, &judged.to_update, "update", opts, summary, emit)?;
+        bulk(store, dps, &judged.to_update, "update", opts, run, emit)?;
     }
     Ok(())
 }
 
-/// The items of a bulk operation DPS reported an error for, from its reply.
-fn errored_items(reply: &Reply, items: &[&Prepared]) -> Result<Errored> {
+/// DPS's answer to a bulk operation: whether it succeeded in full, and the items it named.
+fn answer(reply: &Reply, items: &[&Prepared]) -> Result<Answer> {
     let mut errored = Errored::new();
     match reply.status {
         200 => {
@@ -283,12 +320,12 @@ fn errored_items(reply: &Reply, items: &[&Prepared]) -> Result<Errored> {
                     format!("bulk result is not JSON: {e}"),
                 )
             })?;
-            if v.get("isSuccessful").and_then(Value::as_bool).is_none() {
+            let Some(successful) = v.get("isSuccessful").and_then(Value::as_bool) else {
                 return Err(upload_error(
                     ErrorCode::UploadBadResponse,
                     "bulk result lacks isSuccessful",
                 ));
-            }
+            };
             for e in v["errors"].as_array().into_iter().flatten() {
                 let code = e["errorCode"].as_i64();
                 // Some services list successes among the errors: judge each item.
@@ -301,16 +338,18 @@ fn errored_items(reply: &Reply, items: &[&Prepared]) -> Result<Errored> {
                     .to_ascii_lowercase();
                 errored.insert(id, (code, e["errorStatus"].as_str().map(str::to_string)));
             }
+            Ok(Answer {
+                successful,
+                errored,
+            })
         }
-        401 | 403 => {
-            return Err(upload_error(
-                ErrorCode::UploadUnauthorized,
-                format!(
-                    "DPS refused the signature (HTTP {}): {}",
-                    reply.status, reply.body
-                ),
-            ));
-        }
+        401 | 403 => Err(upload_error(
+            ErrorCode::UploadUnauthorized,
+            format!(
+                "DPS refused the signature (HTTP {}): {}",
+                reply.status, reply.body
+            ),
+        )),
         400 => {
             // The whole operation was refused (e.g. validation): every item failed with it.
             let v: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
@@ -325,23 +364,29 @@ fn errored_items(reply: &Reply, items: &[&Prepared]) -> Result<Errored> {
                     (code, status.clone()),
                 );
             }
+            Ok(Answer {
+                successful: false,
+                errored,
+            })
         }
-        s => {
-            return Err(upload_error(
-                ErrorCode::UploadHttp,
-                format!("POST /enrollments: HTTP {s}: {}", reply.body),
-            ));
-        }
+        s => Err(upload_error(
+            ErrorCode::UploadHttp,
+            format!("POST /enrollments: HTTP {s}: {}", reply.body),
+        )),
     }
-    Ok(errored)
 }
 
-/// Judge every item of a bulk operation: accepted, or (for an item DPS reported an error
-/// for) already held with the same attestation, held with another one, or failed.
+/// Said of an item DPS neither accepted in a successful operation nor named.
+const UNNAMED: &str = "DPS answered isSuccessful=false without naming this enrollment";
+
+/// Judge every item of a bulk operation. An item is accepted outright only when the whole
+/// operation succeeded and did not name it; every other item is looked up: held with the
+/// same attestation (accepted, or already there), held with another one (a conflict), or not
+/// held (failed; sent again by the next run).
 fn judge<'a>(
     dps: &mut Dps,
     items: &[&'a Prepared],
-    errored: &Errored,
+    answer: &Answer,
     mode: &'static str,
     opts: &UploadOptions,
     emit: &mut dyn FnMut(Event),
@@ -354,21 +399,33 @@ fn judge<'a>(
         failed: 0,
     };
     for &p in items {
-        let Some((code, status)) = errored
-            .get(&p.registration_id.to_ascii_lowercase())
-            .cloned()
-        else {
+        let named = answer.errored.get(&p.registration_id.to_ascii_lowercase());
+        if named.is_none() && answer.successful {
             j.results.push((p, UploadStatus::Uploaded, None, None));
             j.ok += 1;
             continue;
-        };
-        let verdict = held_verdict(dps, p, emit)?;
-        match verdict {
-            UploadStatus::Uploaded => j.ok += 1,
-            UploadStatus::Conflict if opts.update && mode == "create" => {
+        }
+        let (code, mut status) = named.cloned().unwrap_or((None, Some(UNNAMED.to_string())));
+        let verdict = match held(dps, p, emit)? {
+            Held::Same => UploadStatus::Uploaded,
+            Held::Different(_) if opts.update && mode == "create" => {
                 j.to_update.push(p);
                 continue;
             }
+            Held::Different(d) => {
+                let said = status.map(|s| format!("{s}; ")).unwrap_or_default();
+                status = Some(format!("{said}DPS holds: {}", d.join("; ")));
+                // An update DPS did not take is a failure, not a conflict.
+                if mode == "update" {
+                    UploadStatus::Failed
+                } else {
+                    UploadStatus::Conflict
+                }
+            }
+            Held::Absent => UploadStatus::Failed,
+        };
+        match verdict {
+            UploadStatus::Uploaded => j.ok += 1,
             UploadStatus::Conflict => {
                 j.conflicts += 1;
                 emit(Event::Conflict {
@@ -389,60 +446,4 @@ fn judge<'a>(
         j.results.push((p, verdict, code, status));
     }
     Ok(j)
-}
-
-/// Already there? The same attestation is a success; another one a conflict.
-fn held_verdict(dps: &mut Dps, p: &Prepared, emit: &mut dyn FnMut(Event)) -> Result<UploadStatus> {
-    Ok(match dps.get(&p.registration_id, emit)? {
-        Some(held) => {
-            let sent: Value = serde_json::from_slice(&p.json).expect("we wrote valid JSON");
-            match same_attestation(&sent, &held, p.thumbprint.as_deref()) {
-                Ok(()) => UploadStatus::Uploaded,
-                Err(_) => UploadStatus::Conflict,
-            }
-        }
-        None => UploadStatus::Failed,
-    })
-}
-
-/// Read back every uploaded enrollment and compare it with the database.
-pub fn verify(
-    store: &mut Store,
-    dps: &mut Dps,
-    keys: Option<&SymmetricKeySource>,
-    emit: &mut dyn FnMut(Event),
-) -> Result<VerifySummary> {
-    let mut summary = VerifySummary::default();
-    let mut fragments = HashMap::new();
-    let mut after = 0;
-    loop {
-        let uploaded = store.uploaded(after, PAGE)?;
-        let Some(last) = uploaded.last() else { break };
-        after = last.export_seq;
-        for c in &uploaded {
-            let p = prepare(c, store, keys, &mut fragments)?;
-            summary.checked += 1;
-            let problem = match dps.get(&c.registration_id, emit)? {
-                None => Some("DPS does not hold this enrollment".to_string()),
-                Some(held) => {
-                    let sent: Value = serde_json::from_slice(&p.json).expect("we wrote valid JSON");
-                    same_attestation(&sent, &held, p.thumbprint.as_deref()).err()
-                }
-            };
-            match &problem {
-                None => summary.matched += 1,
-                Some(problem) => {
-                    summary.mismatched += 1;
-                    emit(Event::Mismatch {
-                        registration_id: c.registration_id.clone(),
-                        problem: problem.clone(),
-                    });
-                }
-            }
-            store.record_verification(c.export_seq, problem.as_deref().unwrap_or("match"))?;
-        }
-    }
-    summary.requests = dps.requests;
-    emit(Event::VerifyFinished(summary));
-    Ok(summary)
 }

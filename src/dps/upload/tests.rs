@@ -1,27 +1,6 @@
+use super::client::{http_date, retry_after};
 use super::*;
 use serde_json::json;
-
-#[test]
-fn attestation_comparison_per_kind() {
-    let sent = json!({"registrationId": "a", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k1"}}});
-    let same = json!({"registrationId": "A", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k1", "secondaryKey": "dps-made"}}});
-    assert!(
-        same_attestation(&sent, &same, None).is_ok(),
-        "a secondary key DPS generated is not ours to compare"
-    );
-    let other = json!({"registrationId": "a", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k2"}}});
-    assert!(
-        same_attestation(&sent, &other, None)
-            .unwrap_err()
-            .contains("primaryKey")
-    );
-    let tpm = json!({"registrationId": "a", "attestation": {"type": "tpm"}});
-    assert!(same_attestation(&sent, &tpm, None).is_err());
-    let x = json!({"registrationId": "a", "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "PEM"}}}}});
-    let info = json!({"registrationId": "a", "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"info": {"sha256Thumbprint": "ABCD"}}}}}});
-    assert!(same_attestation(&x, &info, Some("abcd")).is_ok());
-    assert!(same_attestation(&x, &info, Some("abce")).is_err());
-}
 
 #[test]
 fn dry_run_redaction_removes_every_key() {
@@ -36,9 +15,66 @@ fn bulk_body_is_a_valid_operation() {
         seq: 1,
         registration_id: "a".into(),
         json: br#"{"registrationId":"a"}"#.to_vec(),
-        thumbprint: None,
     };
     let v: Value = serde_json::from_slice(&bulk_body(&[&p, &p], "create")).unwrap();
     assert_eq!(v["mode"], "create");
     assert_eq!(v["enrollments"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn retry_after_takes_seconds_or_an_http_date() {
+    // RFC 9110's example date, checked with `date -u -d 'Sun, 06 Nov 1994 08:49:37 GMT' +%s`.
+    assert_eq!(
+        http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(784_111_777)
+    );
+    assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    assert_eq!(
+        http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
+        Some(1_835_481_599)
+    );
+    assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37 CET"), None);
+    assert_eq!(http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
+    assert_eq!(http_date("yesterday"), None);
+    assert_eq!(retry_after(" 7 "), Some(std::time::Duration::from_secs(7)));
+    assert_eq!(
+        retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(std::time::Duration::ZERO),
+        "a date in the past means now"
+    );
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(120);
+    let d = retry_after(&httpdate_for_test(soon)).unwrap().as_secs();
+    assert!((115..=120).contains(&d), "{d}");
+}
+
+/// IMF-fixdate of `t`, formatted by the `date` tool (an independent implementation).
+fn httpdate_for_test(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let out = std::process::Command::new("date")
+        .env("LC_ALL", "C")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{secs}"),
+            "+%a, %d %b %Y %H:%M:%S GMT",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn registration_states_are_read_as_dps_writes_them() {
+    let s = registration_state(Some(&json!({"registrationId": "a", "status": "failed",
+        "errorCode": 401002, "errorMessage": "The device is unauthorized"})));
+    assert_eq!(s.status, "failed");
+    assert_eq!(
+        s.error.as_deref(),
+        Some("401002: The device is unauthorized")
+    );
+    assert_eq!(registration_state(None).status, "not_registered");
+    let a = registration_state(Some(&json!({"status": "assigned",
+        "assignedHub": "hub-a.azure-devices.net", "deviceId": "a"})));
+    assert_eq!(a.assigned_hub.as_deref(), Some("hub-a.azure-devices.net"));
+    assert_eq!(a.error, None);
 }
