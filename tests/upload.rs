@@ -227,6 +227,43 @@ fn both_symmetric_keys_are_sent_and_the_random_secondary_is_kept() {
 }
 
 #[test]
+fn an_enrollment_recorded_without_a_secondary_key_gets_one_kept_for_dps() {
+    // What an older station recorded: a derived primary and no secondary key.
+    let st = station_with_upload("");
+    provision_and_export(&st, 2);
+    {
+        let conn = rusqlite::Connection::open(st.db()).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER enrollments_provisioned_are_immutable; \
+             UPDATE enrollments SET secondary_key = NULL;",
+        )
+        .unwrap();
+    }
+    let dps = FakeDps::start();
+    assert!(upload(&st, &dps, &[]).status.success());
+    let sent = |id: &str| {
+        dps.state.lock().unwrap().enrollments[id]["attestation"]["symmetricKey"]["secondaryKey"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = sent("sim000001").expect("a secondary key is sent");
+    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let kept: String = conn
+        .query_row(
+            "SELECT k.secondary_key FROM dps_secondary_keys k JOIN enrollments e \
+             ON e.export_seq = k.export_seq WHERE e.registration_id = 'sim000001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(first, kept);
+    // The same key is compared (and would be sent) again: --deep reads every attestation.
+    let v = upload(&st, &dps, &["--verify", "--deep"]);
+    assert!(v.status.success(), "{}", text(&v));
+    assert_eq!(finished(&v, "verify_finished")["matched"], 2);
+}
+
+#[test]
 fn the_token_is_for_the_configured_dps_host_not_the_endpoint() {
     // The server answers on 127.0.0.1:<port> but accepts only tokens for DPS_HOST.
     let st = station_with_upload("");
@@ -284,6 +321,52 @@ fn upload_reports_progress_with_counts_and_time_left() {
     assert!(!stdout.contains('\r'), "{stdout}");
     assert!(stdout.contains("Uploading     10/12  83%"), "{stdout}");
     assert!(stdout.contains("Uploading     12/12 100%"), "{stdout}");
+}
+
+#[test]
+fn the_same_keys_with_other_settings_are_a_conflict_not_an_upload() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 2);
+    // DPS already holds sim000002 with exactly our keys, but disabled and on another hub.
+    let primary = String::from_utf8(
+        st.station(&["derive-key", "--registration-id", "sim000002"])
+            .stdout,
+    )
+    .unwrap();
+    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let secondary: String = conn
+        .query_row(
+            "SELECT secondary_key FROM enrollments WHERE registration_id = 'sim000002'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dps = FakeDps::start();
+    dps.hold(json!({
+        "registrationId": "sim000002",
+        "attestation": {"type": "symmetricKey",
+            "symmetricKey": {"primaryKey": primary.trim(), "secondaryKey": secondary}},
+        "provisioningStatus": "disabled",
+        "iotHubs": ["old-hub.azure-devices.net"],
+    }));
+    let out = upload(&st, &dps, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let c = finished(&out, "conflict");
+    assert_eq!(c["registration_id"], "sim000002");
+    let why = c["error_status"].as_str().unwrap();
+    assert!(
+        why.contains("provisioningStatus") && why.contains("iotHubs"),
+        "{why}"
+    );
+    assert!(!why.contains(primary.trim()) && !why.contains(&secondary));
+    assert!(statuses(&st).contains(&("sim000002".to_string(), "conflict".to_string())));
+    // --update makes DPS hold what the station recorded.
+    assert!(upload(&st, &dps, &["--update"]).status.success());
+    assert_eq!(
+        dps.shown("sim000002").unwrap()["provisioningStatus"],
+        "enabled"
+    );
+    assert!(statuses(&st).iter().all(|(_, s)| s == "uploaded"));
 }
 
 #[test]

@@ -84,6 +84,23 @@ pub fn random_key() -> Result<String> {
     Ok(B64.encode(bytes))
 }
 
+/// A derived enrollment's secondary key, and whether it was derived. What the device was given
+/// stays its secondary: for an enrollment already recorded under this group key (`kept`), its
+/// stored (random) key, else one derived from the secondary group key, else none (recorded by
+/// an older station without one). Only a new enrollment gets a new random key.
+fn secondary_key(
+    kept: Option<Option<&Secret>>,
+    secondary_group: Option<&GroupKey>,
+    registration_id: &str,
+) -> Result<(Option<Secret>, bool)> {
+    Ok(match (kept, secondary_group) {
+        (Some(Some(stored)), _) => (Some(stored.clone()), false),
+        (_, Some(g)) => (Some(Secret(g.derive(registration_id))), true),
+        (Some(None), None) => (None, false),
+        (None, None) => (Some(Secret(random_key()?)), false),
+    })
+}
+
 /// The keys configured in `[attestation.symmetric]`, loaded.
 #[derive(Debug, Clone)]
 pub struct SymmetricKeySource {
@@ -202,22 +219,16 @@ impl CredentialSource for SymmetricKeySource {
                     .primary
                     .as_ref()
                     .expect("loading refuses group-derived mode without a group key");
-                let secondary = match &self.secondary {
-                    Some(g) => Secret(g.derive(registration_id)),
-                    // The random secondary recorded for this device stays its secondary.
-                    None => match existing
-                        .filter(|e| e.group_key_id.as_deref() == Some(group.id()))
-                        .and_then(|e| e.secondary_key.clone())
-                    {
-                        Some(kept) => kept,
-                        None => Secret(random_key()?),
-                    },
-                };
+                let kept = existing
+                    .filter(|e| e.group_key_id.as_deref() == Some(group.id()))
+                    .map(|e| e.secondary_key.as_ref());
+                let (secondary, secondary_derived) =
+                    secondary_key(kept, self.secondary.as_ref(), registration_id)?;
                 Credential::SymmetricKey {
                     primary: Secret(group.derive(registration_id)),
-                    secondary: Some(secondary),
+                    secondary,
                     group_key_id: Some(group.id().to_string()),
-                    secondary_derived: self.secondary.is_some(),
+                    secondary_derived,
                 }
             }
             // An individual enrollment keeps its keys: a re-run writes the same ones.
@@ -285,6 +296,26 @@ mod tests {
         let b = random_key().unwrap();
         assert_ne!(a, b);
         assert_eq!(B64.decode(a).unwrap().len(), INDIVIDUAL_KEY_BYTES);
+    }
+
+    #[test]
+    fn a_recorded_secondary_key_is_kept_and_only_a_new_enrollment_gets_a_random_one() {
+        let g = GroupKey::from_base64(&B64.encode([9u8; 32]), "secondary").unwrap();
+        let stored = Secret("c3RvcmVk".into());
+        // Stored wins, even over a secondary group key configured since.
+        let (k, derived) = secondary_key(Some(Some(&stored)), Some(&g), "d1").unwrap();
+        assert_eq!((k.unwrap().0, derived), ("c3RvcmVk".to_string(), false));
+        // Recorded without one (an older station): still without one, so the device's digest
+        // is reproduced.
+        let (k, _) = secondary_key(Some(None), None, "d1").unwrap();
+        assert!(k.is_none());
+        let (k, derived) = secondary_key(Some(None), Some(&g), "d1").unwrap();
+        assert_eq!((k.unwrap().0, derived), (g.derive("d1"), true));
+        // New: derived when a secondary group key is configured, else random and fresh.
+        let (a, derived) = secondary_key(None, None, "d1").unwrap();
+        let (b, _) = secondary_key(None, None, "d1").unwrap();
+        assert!(!derived);
+        assert_ne!(a.unwrap().0, b.unwrap().0);
     }
 
     #[test]

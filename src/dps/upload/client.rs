@@ -205,6 +205,17 @@ impl Dps {
         }
     }
 
+    /// GET one enrollment as DPS shows it (never with symmetric keys): `None` if not held.
+    pub(super) fn get(
+        &mut self,
+        registration_id: &str,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Option<Value>> {
+        let path = format!("/enrollments/{}", url_encode(registration_id));
+        let r = self.send("GET", &path, None, emit)?;
+        self.json_or_absent(&format!("GET {path}"), r)
+    }
+
     /// An enrollment's attestation with its keys (`IndividualEnrollment_GetAttestationMechanism`,
     /// the only call that returns symmetric keys): `None` if DPS does not hold the enrollment.
     pub(super) fn attestation_mechanism(
@@ -242,6 +253,12 @@ impl Dps {
             emit,
         )?;
         let next = r.continuation.clone();
+        if next.is_some() && next.as_deref() == continuation {
+            return Err(upload_error(
+                ErrorCode::UploadBadResponse,
+                "POST /enrollments/query: DPS answered the same continuation token again",
+            ));
+        }
         match self.json_or_absent("POST /enrollments/query", r)? {
             Some(Value::Array(items)) => Ok((items, next)),
             Some(_) => Err(upload_error(

@@ -12,10 +12,11 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 /// The enrollment fields the station may set, with what DPS holds when one is not sent.
-fn settable() -> [(&'static str, Option<Value>); 10] {
+/// (`iotHubHostName` is compared only when sent: the service may fill it from the hub it
+/// assigns.)
+fn settable() -> [(&'static str, Option<Value>); 9] {
     [
         ("deviceId", None),
-        ("iotHubHostName", None),
         ("initialTwin", None),
         ("provisioningStatus", Some(json!("enabled"))),
         ("capabilities", Some(json!({"iotEdge": false}))),
@@ -49,13 +50,36 @@ pub(super) fn fields(sent: &Value, shown: &Value) -> Vec<String> {
     for (field, default) in settable() {
         let ours = normal(sent.get(field)).or(default);
         let theirs = normal(shown.get(field));
+        let (ours, theirs) = if field == "iotHubs" {
+            (hubs(ours), hubs(theirs))
+        } else {
+            (ours, theirs)
+        };
         diff(field, ours.as_ref(), theirs.as_ref(), &mut out);
+    }
+    if let Some(ours) = normal(sent.get("iotHubHostName")) {
+        let theirs = normal(shown.get("iotHubHostName"));
+        diff("iotHubHostName", Some(&ours), theirs.as_ref(), &mut out);
     }
     out
 }
 
-/// A value as compared: no nulls, no service metadata (`$…`), no empty objects or arrays,
-/// hub lists in lowercase order.
+/// A hub list as a set: host names are case-insensitive and their order means nothing.
+fn hubs(v: Option<Value>) -> Option<Value> {
+    let Some(Value::Array(a)) = v else { return v };
+    let mut s: Vec<String> = a
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map_or_else(|| x.to_string(), str::to_ascii_lowercase)
+        })
+        .collect();
+    s.sort();
+    s.dedup();
+    Some(json!(s))
+}
+
+/// A value as compared: no nulls, no service metadata (`$…`), no empty objects or arrays.
 fn normal(v: Option<&Value>) -> Option<Value> {
     match v? {
         Value::Null => None,
@@ -68,14 +92,6 @@ fn normal(v: Option<&Value>) -> Option<Value> {
             (!kept.is_empty()).then_some(Value::Object(kept))
         }
         Value::Array(a) if a.is_empty() => None,
-        Value::Array(a) if a.iter().all(Value::is_string) => {
-            let mut s: Vec<String> = a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_ascii_lowercase))
-                .collect();
-            s.sort();
-            Some(json!(s))
-        }
         other => Some(other.clone()),
     }
 }
@@ -131,7 +147,9 @@ pub(super) fn attestation(sent: &Value, held: &Value) -> Vec<String> {
     match sent["type"].as_str() {
         Some("symmetricKey") if shows_keys(held) => {
             for k in ["primaryKey", "secondaryKey"] {
-                if sent["symmetricKey"][k] != held["symmetricKey"][k] {
+                // A key never sent (recorded by an older station) is not ours to compare.
+                let ours = &sent["symmetricKey"][k];
+                if !ours.is_null() && *ours != held["symmetricKey"][k] {
                     out.push(format!("attestation.symmetricKey.{k} differs"));
                 }
             }
@@ -259,6 +277,11 @@ mod tests {
         let d = attestation(&sent, &mech);
         assert_eq!(d, vec!["attestation.symmetricKey.secondaryKey differs"]);
         assert!(!d[0].contains("zz") && !d[0].contains("k2"));
+        let primary_only = json!({"type": "symmetricKey", "symmetricKey": {"primaryKey": "k1"}});
+        assert!(
+            attestation(&primary_only, &mech).is_empty(),
+            "a key never sent (an older station's upload) is not compared"
+        );
         let tpm = json!({"type": "tpm", "tpm": {"endorsementKey": "AAE="}});
         assert_eq!(attestation(&sent, &tpm).len(), 1);
     }

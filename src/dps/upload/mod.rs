@@ -73,11 +73,15 @@ impl Prepared {
 /// Batch DPS options as enrollment JSON fragments, read once per batch.
 type Fragments = HashMap<String, String>;
 
+/// The enrollment JSON of version `c`. `to_send`: it is about to be uploaded, so a symmetric
+/// enrollment recorded without a secondary key gets one (made once, kept); otherwise (reading
+/// back) it is compared as it was sent.
 fn prepare(
     c: &UploadCandidate,
     store: &mut Store,
     keys: Option<&SymmetricKeySource>,
     fragments: &mut Fragments,
+    to_send: bool,
 ) -> Result<Prepared> {
     if !fragments.contains_key(&c.batch) {
         let b = store.batch(&c.batch)?;
@@ -91,7 +95,7 @@ fn prepare(
     // derived primary and no secondary gets a random secondary, made once and kept.
     let derivable = c.primary_key.is_some() || keys.is_some_and(|k| k.secondary.is_some());
     let filled = match (c.attestation_type, &c.secondary_key) {
-        (AttestationKind::SymmetricKey, None) if !derivable => {
+        (AttestationKind::SymmetricKey, None) if to_send && !derivable => {
             Some(store.dps_secondary_key(c.export_seq, &random_key()?)?)
         }
         _ => None,
@@ -152,17 +156,22 @@ enum Held {
     Absent,
 }
 
+/// Whether DPS holds `p` as sent: its attestation (through the attestation mechanism, the only
+/// call that shows symmetric keys) and every other field (through GET).
 fn held(dps: &mut Dps, p: &Prepared, emit: &mut dyn FnMut(Event)) -> Result<Held> {
-    Ok(match dps.attestation_mechanism(&p.registration_id, emit)? {
-        None => Held::Absent,
-        Some(mechanism) => {
-            let d = compare::attestation(&p.value()["attestation"], &mechanism);
-            if d.is_empty() {
-                Held::Same
-            } else {
-                Held::Different(d)
-            }
-        }
+    let Some(mechanism) = dps.attestation_mechanism(&p.registration_id, emit)? else {
+        return Ok(Held::Absent);
+    };
+    let sent = p.value();
+    let mut d = compare::attestation(&sent["attestation"], &mechanism);
+    match dps.get(&p.registration_id, emit)? {
+        Some(shown) => d.extend(compare::fields(&sent, &shown)),
+        None => return Ok(Held::Absent),
+    }
+    Ok(if d.is_empty() {
+        Held::Same
+    } else {
+        Held::Different(d)
     })
 }
 
@@ -193,7 +202,7 @@ pub fn upload(
         after = last.export_seq;
         let prepared = candidates
             .iter()
-            .map(|c| prepare(c, store, keys, &mut fragments))
+            .map(|c| prepare(c, store, keys, &mut fragments, true))
             .collect::<Result<Vec<_>>>()?;
         for chunk in prepared.chunks(MAX_BULK) {
             let items: Vec<&Prepared> = chunk.iter().collect();

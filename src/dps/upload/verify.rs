@@ -84,6 +84,7 @@ pub(super) fn read_back(
     let mut progress = Progress::new(Phase::ReadBack, accepted.len() as u64);
     let started = Instant::now();
     let mut continuation: Option<String> = None;
+    let mut seen: HashSet<i64> = HashSet::new();
     let mut recorded = 0;
     loop {
         let (page, next) = dps.query_page(continuation.as_deref(), page_size, emit)?;
@@ -99,8 +100,11 @@ pub(super) fn read_back(
             let Some(c) = store.uploaded_version(&id)? else {
                 continue;
             };
+            if !seen.insert(c.export_seq) {
+                continue; // shown twice (the set changed between pages)
+            }
             progress.done += 1;
-            let p = prepare(&c, store, keys, &mut fragments)?;
+            let p = prepare(&c, store, keys, &mut fragments, false)?;
             let sent = p.value();
             let same = compare::fields(&sent, shown).is_empty()
                 && compare::attestation(&sent["attestation"], &shown["attestation"]).is_empty();
@@ -132,7 +136,13 @@ pub fn verify(
     emit: &mut dyn FnMut(Event),
 ) -> Result<VerifySummary> {
     let mut summary = VerifySummary::default();
-    let run = format!("{}/{}", crate::store::now(), std::process::id());
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = format!(
+        "{}/{}/{}",
+        crate::store::now(),
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let mut fragments = Fragments::new();
     let mut progress = Progress::new(Phase::Verify, store.count_uploaded()?);
     let started = Instant::now();
@@ -151,7 +161,7 @@ pub fn verify(
             if !seen.insert(c.export_seq) {
                 continue; // shown twice (the set changed between pages)
             }
-            let p = prepare(&c, store, keys, &mut fragments)?;
+            let p = prepare(&c, store, keys, &mut fragments, false)?;
             let s = compare_shown(
                 dps,
                 &p,
