@@ -236,6 +236,23 @@ fn the_upload_button_sends_exported_devices_to_dps() {
             .enrollments
             .contains_key("sim000001")
     );
+    // Verify against the same DPS: the device has registered on hub-a.
+    dps.register(
+        "sim000001",
+        serde_json::json!({"status": "assigned", "assignedHub": "hub-a.azure-devices.net"}),
+    );
+    h.get_by_label("Verify with DPS").click();
+    wait(&mut h, 60, |h| {
+        h.query_all_by_label_contains("Verified 1: 1 match, 0 mismatch")
+            .next()
+            .is_some()
+    });
+    assert!(
+        h.query_all_by_label_contains("hub-a.azure-devices.net")
+            .next()
+            .is_some()
+    );
+    assert_eq!(dps.state.lock().unwrap().registration_calls, 1);
 }
 
 /// A DPS failure as the jobs thread reports it.
