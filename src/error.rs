@@ -78,6 +78,7 @@ codes! {
     DeviceSerialMismatch = "device.serial_mismatch" => "The label and the device disagree: check you scanned the device in the fixture.",
     DeviceIdentityConflict = "device.identity_conflict" => "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves.",
     DeviceVerifyMismatch = "device.verify_mismatch" => "The device did not store what was written; retry, and if it repeats set the device aside for rework.",
+    FixtureSameDevice = "fixture.same_device" => "One device is on two fixtures at once (or two devices carry one serial label): take it off the other fixture, and check the serial labels.",
     StoreDuplicateRegistration = "store.duplicate_registration" => "Two devices map to one registration ID: check the serial label and the [registration] template.",
     StoreDatabase = "store.database" => "Check the database path, its permissions and free disk space; do not delete the database, call an engineer.",
     StoreSchemaTooNew = "store.schema_too_new" => "This database was written by a newer station; install that version or use another database path.",
@@ -259,6 +260,14 @@ pub enum Error {
         enrolled_serial: String,
         serial: String,
     },
+    #[error(
+        "device {serial} (registration ID `{registration_id}`) is being provisioned on fixture {fixture} right now"
+    )]
+    SameDevice {
+        serial: String,
+        registration_id: String,
+        fixture: String,
+    },
     #[error("database {path}: {message}")]
     Database { path: String, message: String },
     #[error(
@@ -355,6 +364,7 @@ impl Error {
             Error::IdentityConflict { .. } => C::DeviceIdentityConflict,
             Error::VerifyMismatch { .. } => C::DeviceVerifyMismatch,
             Error::DuplicateRegistration { .. } => C::StoreDuplicateRegistration,
+            Error::SameDevice { .. } => C::FixtureSameDevice,
             Error::Database { .. } => C::StoreDatabase,
             Error::SchemaTooNew { .. } => C::StoreSchemaTooNew,
             Error::GroupKeyChanged { .. } => C::ExportGroupKeyChanged,

@@ -72,6 +72,7 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
     validate_upload(c)?;
     validate_tpm(c)?;
     validate_serial(c)?;
+    super::fixtures::check(&c.fixtures)?;
     Ok(())
 }
 
@@ -378,6 +379,8 @@ fn locate(text: &str, dotted: &str) -> Option<(usize, usize)> {
     let (table, leaf) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
     let mut header = None;
+    // `fixture[2]` is the third `[[fixture]]` table.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
         if let Some(h) = t.strip_prefix('[') {
@@ -388,6 +391,11 @@ fn locate(text: &str, dotted: &str) -> Option<(usize, usize)> {
                 .unwrap_or("")
                 .trim()
                 .to_string();
+            if t.starts_with("[[") {
+                let n = seen.entry(current.clone()).or_insert(0);
+                current = format!("{current}[{n}]");
+                *n += 1;
+            }
             if current == table {
                 header = Some((i + 1, line.len() - t.len() + 1));
             }

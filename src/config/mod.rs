@@ -5,8 +5,10 @@
 //! cannot express. It resolves relative paths against the file's directory. It never reads
 //! secrets itself beyond checking they can be found (the symmetric credential source reads them).
 
+mod fixtures;
 pub(crate) mod load;
 mod model;
 
 pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
+pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
 pub use model::*;

@@ -20,6 +20,9 @@ pub struct Config {
     pub upload: Option<UploadSection>,
     #[serde(default)]
     pub gui: GuiSection,
+    /// `[[fixture]]` tables: the slots of a gang fixture. None: `[serial]` is the one fixture.
+    #[serde(default, rename = "fixture")]
+    pub fixtures: Vec<super::FixtureSection>,
     /// Directory of the file this was loaded from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -318,6 +321,10 @@ pub struct SerialSection {
     /// `VID:PID` pairs (hex) that `auto` accepts.
     #[serde(default)]
     pub usb_ids: Vec<String>,
+    /// With `auto`: the USB serial number of this fixture's adapter (tells adapters of the same
+    /// VID:PID apart).
+    #[serde(default)]
+    pub usb_serial: Option<String>,
     #[serde(default = "default_baud")]
     pub baud: u32,
     /// Base time allowed for a device's answer, before line time is added.
@@ -342,6 +349,7 @@ impl Default for SerialSection {
         Self {
             port: default_port(),
             usb_ids: Vec::new(),
+            usb_serial: None,
             baud: default_baud(),
             response_timeout_ms: default_response_timeout(),
             commit_timeout_ms: default_commit_timeout(),
@@ -387,6 +395,14 @@ pub struct SimulatorSection {
     /// Simulated line rate; 0 = as fast as the pty goes.
     #[serde(default)]
     pub baud: u32,
+    /// Number of the first simulated device (serials are `<prefix><number:06>`). With several
+    /// `sim` fixtures, the k-th (from 0) starts at `first + k * 100000`.
+    #[serde(default = "default_first")]
+    pub first: u32,
+}
+
+fn default_first() -> u32 {
+    1
 }
 
 impl Default for SimulatorSection {
@@ -395,6 +411,7 @@ impl Default for SimulatorSection {
             flash_dir: default_flash_dir(),
             serial_prefix: default_serial_prefix(),
             baud: 0,
+            first: default_first(),
         }
     }
 }
@@ -499,6 +516,9 @@ pub struct GuiSection {
     /// Text scale for reading from two metres away.
     #[serde(default = "default_scale")]
     pub scale: f32,
+    /// Open full screen (the kiosk entry).
+    #[serde(default)]
+    pub fullscreen: bool,
 }
 
 impl Default for GuiSection {
@@ -507,6 +527,7 @@ impl Default for GuiSection {
             auto_start: false,
             sounds: true,
             scale: default_scale(),
+            fullscreen: false,
         }
     }
 }

@@ -160,7 +160,8 @@ impl Fixture {
 /// ports; a front end may add its own (the built-in simulator).
 pub type Opener = std::sync::Arc<dyn Fn(&Config, Option<&str>) -> Result<Fixture> + Send + Sync>;
 
-/// Which port `[serial]` (or `--port`) designates, resolving `auto` by USB VID:PID.
+/// Which port `[serial]` (or `--port`) designates, resolving `auto` by USB VID:PID and, when
+/// configured, the adapter's USB serial number.
 pub fn resolve_port(config: &Config, port: &str) -> Result<String> {
     if port != "auto" {
         return Ok(port.to_string());
@@ -171,18 +172,20 @@ pub fn resolve_port(config: &Config, port: &str) -> Result<String> {
         .iter()
         .filter_map(|s| parse_usb_id(s))
         .collect();
-    let found = transport::find_usb_ports(&ids)?;
+    let usb_serial = config.serial.usb_serial.as_deref();
+    let found = transport::find_usb_ports(&ids, usb_serial)?;
+    let wanted = match usb_serial {
+        Some(s) => format!("USB serial number {s}"),
+        None => format!("VID:PID in [{}]", config.serial.usb_ids.join(", ")),
+    };
     match found.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Error::NoFixture {
-            message: format!(
-                "no USB serial port with VID:PID in [{}]",
-                config.serial.usb_ids.join(", ")
-            ),
+            message: format!("no USB serial port with {wanted}"),
         }),
         many => Err(Error::NoFixture {
             message: format!(
-                "several fixtures match ({}); name one with --port",
+                "several fixtures match ({}); name one with --port or give its usb_serial",
                 many.join(", ")
             ),
         }),

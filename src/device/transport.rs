@@ -103,14 +103,17 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 }
 
 /// USB serial ports whose VID:PID is in `ids`.
-pub fn find_usb_ports(ids: &[(u16, u16)]) -> Result<Vec<String>> {
+pub fn find_usb_ports(ids: &[(u16, u16)], usb_serial: Option<&str>) -> Result<Vec<String>> {
     let ports = serialport::available_ports().map_err(|e| Error::NoFixture {
         message: e.to_string(),
     })?;
     Ok(ports
         .into_iter()
         .filter(|p| match &p.port_type {
-            serialport::SerialPortType::UsbPort(u) => ids.contains(&(u.vid, u.pid)),
+            serialport::SerialPortType::UsbPort(u) => {
+                (ids.is_empty() || ids.contains(&(u.vid, u.pid)))
+                    && usb_serial.is_none_or(|s| u.serial_number.as_deref() == Some(s))
+            }
             _ => false,
         })
         .map(|p| p.port_name)

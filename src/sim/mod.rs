@@ -295,6 +295,7 @@ pub fn opener() -> crate::device::Opener {
         let mut sc = SimConfig::new(config.resolve(&config.simulator.flash_dir));
         sc.serial_prefix = config.simulator.serial_prefix.clone();
         sc.baud = config.simulator.baud;
+        sc.first = config.simulator.first;
         let handle = spawn(sc).map_err(|e| crate::Error::PortUnavailable {
             port: "sim".into(),
             message: format!("cannot start the built-in simulator: {e}"),

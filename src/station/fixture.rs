@@ -122,6 +122,34 @@ pub struct Tally {
     pub waiting: Option<Error>,
 }
 
+/// Devices still to provision, shared by the fixtures of one run (`--count N` is the total).
+#[derive(Debug)]
+pub struct Slots(std::sync::atomic::AtomicU32);
+
+impl Slots {
+    pub fn new(count: u32) -> Self {
+        Self(std::sync::atomic::AtomicU32::new(count))
+    }
+
+    /// Take one device's slot; false when none is left.
+    pub fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Give back a slot taken for a device that never came.
+    pub fn give_back(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Slots not taken.
+    pub fn left(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Provision up to `count` devices on one fixture, by the rules above.
 pub fn run(
     workflow: &mut Workflow,
@@ -132,15 +160,38 @@ pub fn run(
     interrupt: &Interrupt,
     emit: &mut dyn FnMut(Event),
 ) -> Tally {
+    let slots = Slots::new(count);
+    let mut tally = run_slots(
+        workflow,
+        device,
+        input,
+        &slots,
+        next_device_timeout,
+        interrupt,
+        emit,
+    );
+    tally.not_run = slots.left();
+    tally
+}
+
+/// Provision devices on one fixture while `slots` has some, by the rules above (the fixture's
+/// share of a run over several fixtures). `not_run` is left to the caller.
+pub fn run_slots(
+    workflow: &mut Workflow,
+    device: &mut dyn Device,
+    input: &DeviceInput,
+    slots: &Slots,
+    next_device_timeout: Duration,
+    interrupt: &Interrupt,
+    emit: &mut dyn FnMut(Event),
+) -> Tally {
     let mut tally = Tally::default();
     let mut next = NextDevice::default();
-    for _ in 0..count {
-        if interrupt.requested().is_some() {
-            break;
-        }
+    while interrupt.requested().is_none() && slots.take() {
         if next.must_swap()
             && let Err(e) = next.wait(device, next_device_timeout, interrupt)
         {
+            slots.give_back();
             tally.waiting = Some(e);
             break;
         }
@@ -155,7 +206,6 @@ pub fn run(
             }
         }
     }
-    tally.not_run = count - tally.passed - tally.failed;
     tally
 }
 

@@ -1,16 +1,18 @@
 //! The station service: everything a front end asks of the station, in one place.
 //!
 //! [`fixture`] runs one fixture: the next-device rule and the stop rules, the same for the
-//! command line and the window. [`jobs`] does the station's other work (start-of-run checks,
+//! command line and the window; [`gang`] runs several at once, one thread each. [`jobs`] does the station's other work (start-of-run checks,
 //! export, upload, verification) and runs it on its own thread for the window, so the fixture
 //! never waits for the network. [`doctor`] checks a station before a shift. Front ends
 //! (`cli`, `gui`) parse, render [`Event`](crate::domain::Event)s and call these.
 
 pub mod doctor;
 pub mod fixture;
+pub mod gang;
 pub mod jobs;
 
-pub use fixture::{NextDevice, Tally};
+pub use fixture::{NextDevice, Slots, Tally};
+pub use gang::{FixtureTally, GangTally, run_all};
 pub use jobs::{Job, JobOutcome, Jobs, Notice};
 
 /// An error as a front end shows it.

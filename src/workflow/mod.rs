@@ -11,12 +11,14 @@
 //! wire protocol, and nothing of egui, clap or terminals.
 
 mod checks;
+mod claims;
 mod input;
 mod interrupt;
 #[cfg(test)]
 mod tests;
 
 pub use crate::domain::event::{Event, Step};
+pub use claims::{Claim, Claims};
 pub use input::{DeviceInput, Outcome, Permissions};
 pub use interrupt::Interrupt;
 
@@ -26,7 +28,7 @@ use crate::attestation::{self, CredentialSource, Inspection};
 use crate::config::Config;
 use crate::device::{Device, DeviceInfo};
 use crate::domain::registration_id::{self, Inputs, Template};
-use crate::domain::{Credential, Enrollment, Identity, RecordId, Status, hex};
+use crate::domain::{Credential, Enrollment, FixtureId, Identity, RecordId, Status, hex};
 use crate::error::{Error, Result};
 use crate::store::{Attempt, NewEnrollment, Store, now};
 use std::time::{Duration, Instant};
@@ -41,6 +43,9 @@ pub struct Workflow {
     source: Box<dyn CredentialSource>,
     store: Store,
     interrupt: Option<Interrupt>,
+    /// The fixture this workflow drives, and the devices every fixture of the station holds.
+    fixture: FixtureId,
+    claims: Claims,
 }
 
 /// One device's pass through the workflow: what is known so far, for the attempt record.
@@ -59,6 +64,8 @@ struct Identified {
     serial: String,
     registration_id: String,
     inspection: Option<Inspection>,
+    /// This fixture's hold on the device until its cycle ends.
+    _claim: Claim,
 }
 
 /// What the device holds, asked before any credential is made.
@@ -105,12 +112,21 @@ impl Workflow {
             source,
             store,
             interrupt: None,
+            fixture: FixtureId("1".into()),
+            claims: Claims::default(),
         })
     }
 
     /// The database.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Drive fixture `id`, sharing `claims` with the station's other fixtures: a device another
+    /// fixture is working on fails here with `fixture.same_device`.
+    pub fn set_fixture(&mut self, id: FixtureId, claims: Claims) {
+        self.fixture = id;
+        self.claims = claims;
     }
 
     /// Let `interrupt` stop the current device before its COMMIT.
@@ -264,6 +280,9 @@ impl Workflow {
         let inspection = self.source.inspect(device)?;
         let registration_id =
             self.registration_id(&serial, cycle.input, &info, inspection.as_ref())?;
+        // Claimed before the registration ID is noted: a device another fixture holds fails
+        // here without touching its enrollment.
+        let claim = self.claims.claim(&self.fixture, &serial, &registration_id)?;
         cycle.registration_id = Some(registration_id.clone());
         emit(Event::RegistrationId {
             registration_id: registration_id.clone(),
@@ -273,6 +292,7 @@ impl Workflow {
             serial,
             registration_id,
             inspection,
+            _claim: claim,
         })
     }
 
