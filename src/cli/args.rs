@@ -70,13 +70,21 @@ pub enum CaCommand {
 
 #[derive(Debug, Args)]
 pub struct ProvisionArgs {
-    /// Serial port path, `sim`, or `auto` (overrides serial.port).
+    /// Serial port path, `sim`, or `auto` (overrides the one fixture's port).
     #[arg(long, value_name = "PATH")]
     pub port: Option<String>,
+    /// Provision on this `[[fixture]]` only.
+    #[arg(long, value_name = "ID")]
+    pub fixture: Option<String>,
+    /// Provision on every fixture at once, one thread each (the default when station.toml has
+    /// `[[fixture]]` tables); `--count` is the total.
+    #[arg(long)]
+    pub all_fixtures: bool,
     /// Scanned serial number of the device (barcode).
     #[arg(long, value_name = "SN")]
     pub serial: Option<String>,
-    /// Number of devices to provision, one after another.
+    /// Number of devices to provision (one after another on each fixture; in all over
+    /// several fixtures).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// Operator ID recorded with every attempt.
@@ -100,6 +108,13 @@ pub struct SimulateArgs {
     /// Number of devices the fixture presents in turn (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub devices: u32,
+    /// Simulate a gang of this many fixtures: one pty each, serials 100000 apart, flash in
+    /// `<flash>/f<k>`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub fixtures: u32,
+    /// With --fixtures: inject the faults on fixture K only (1-based, repeatable).
+    #[arg(long, value_name = "K")]
+    pub fault_fixture: Vec<u32>,
     /// Number of the first device.
     #[arg(long, default_value_t = 1)]
     pub first: u32,

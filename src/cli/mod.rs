@@ -3,6 +3,7 @@
 
 mod args;
 mod output;
+mod provision;
 mod tools;
 
 pub use args::Cli;
@@ -12,14 +13,12 @@ use crate::domain::registration_id;
 use crate::dps::publish;
 use crate::dps::upload::UploadOptions;
 use crate::error::{Error, ExitClass, Result};
-use crate::station::{doctor, fixture, jobs};
+use crate::station::{doctor, jobs};
 use crate::store::{Status, Store};
-use crate::workflow::{DeviceInput, Interrupt, Permissions, Workflow};
 use args::*;
 use clap::Parser;
 use output::Out;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
@@ -43,7 +42,7 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
         return window(config_path);
     };
     match command {
-        Command::Provision(a) => provision(&config::load(config_path)?, &a, out),
+        Command::Provision(a) => provision::provision(&config::load(config_path)?, &a, out),
         Command::Simulate(a) => tools::simulate(config_path, &a, out),
         Command::Export(a) => export(&config::load(config_path)?, &a, out),
         Command::Upload(a) => upload(&config::load(config_path)?, &a, out),
@@ -72,82 +71,6 @@ fn window(_config_path: Option<&std::path::Path>) -> Result<ExitCode> {
     ))
 }
 
-fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<ExitCode> {
-    if a.serial.is_some() && a.count > 1 {
-        return Err(Error::Usage(
-            "--serial names one device; use it without --count".into(),
-        ));
-    }
-    let mut workflow = Workflow::new(config)?;
-    for w in workflow.warnings() {
-        out.emit(
-            &serde_json::json!({"event": "warning", "message": w}),
-            || format!("warning: {w}"),
-        );
-    }
-    for n in jobs::start_checks(config, workflow.store())? {
-        notice(out, &n);
-    }
-    let interrupt = Interrupt::install()?;
-    workflow.set_interrupt(interrupt.clone());
-    let mut fixture = (crate::sim::opener())(config, a.port.as_deref())?;
-    let input = DeviceInput {
-        scanned_serial: a.serial.clone(),
-        operator: a.operator.clone(),
-        permissions: Permissions {
-            overwrite_identity: a.allow_overwrite,
-            rekey: a.allow_rekey,
-        },
-    };
-    let tally = fixture::run(
-        &mut workflow,
-        fixture.device.as_mut(),
-        &input,
-        a.count,
-        Duration::from_secs(config.serial.next_device_timeout_s),
-        &interrupt,
-        &mut |e| out.event(&e),
-    );
-    if let Some(e) = tally
-        .waiting
-        .as_ref()
-        .filter(|e| !matches!(e, Error::Interrupted { .. }))
-    {
-        out.error(e);
-    }
-    let counts = workflow.store().counts()?;
-    let signal = interrupt.requested();
-    let (passed, failed, missing) = (tally.passed, tally.failed, tally.not_run);
-    out.emit(
-        &serde_json::json!({"event": "summary", "passed": passed, "failed": failed, "not_run": missing, "unexported": counts.provisioned, "interrupted_by": signal}),
-        || {
-            format!(
-                "{passed} passed, {failed} failed{}{}",
-                if missing > 0 { format!(", {missing} not run") } else { String::new() },
-                signal.map(|s| format!(" (stopped by {s})")).unwrap_or_default()
-            )
-        },
-    );
-    match tally.stopped {
-        // The summary is out; the process exits with the error's class.
-        Some(e @ Error::Database { .. }) => Err(e),
-        _ if signal.is_some() => Ok(ExitCode::from(ExitClass::Interrupted as u8)),
-        _ if failed == 0 && missing == 0 => Ok(ExitCode::SUCCESS),
-        _ => Ok(ExitCode::from(ExitClass::Device as u8)),
-    }
-}
-
-/// A start-of-run notice, as a JSON event or a line of text.
-fn notice(out: Out, n: &jobs::Notice) {
-    out.emit(&n.json, || {
-        if n.warning {
-            format!("warning: {}", n.text)
-        } else {
-            n.text.clone()
-        }
-    });
-}
-
 fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
     if a.list {
         let store = Store::open(&config.database_path())?;
@@ -161,7 +84,7 @@ fn export(config: &Config, a: &ExportArgs, out: Out) -> Result<ExitCode> {
     if a.out.is_none() && a.batch.is_none() {
         let store = Store::open(&config.database_path())?;
         for n in jobs::start_checks(config, &store)? {
-            notice(out, &n);
+            provision::notice(out, &n);
         }
     }
     let summary = match &a.batch {

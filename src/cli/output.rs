@@ -1,7 +1,7 @@
 //! Printers: human text or JSON lines, for events, results and errors.
 
-use crate::domain::Event;
 use crate::domain::event::{Phase, Progress};
+use crate::domain::{Event, FixtureId};
 use crate::error::Error;
 use serde::Serialize;
 use std::io::Write;
@@ -51,6 +51,43 @@ impl Out {
             }
         }
         self.emit(e, || event_text(e));
+    }
+
+    /// A fixture's event: JSON lines carry the fixture id; text lines start with `[id]` when
+    /// several fixtures share the output (`prefix`).
+    pub fn fixture_event(&self, fixture: &FixtureId, prefix: bool, e: &Event) {
+        if !self.json {
+            if prefix {
+                if let Event::Writing { written, total } = e
+                    && written < total
+                {
+                    return;
+                }
+                return self.emit(e, || format!("[{fixture}] {}", event_text(e)));
+            }
+            return self.event(e);
+        }
+        let mut v = serde_json::to_value(e).expect("events serialise");
+        if let Some(m) = v.as_object_mut() {
+            m.insert("fixture".into(), fixture.0.clone().into());
+        }
+        self.emit(&v, String::new);
+    }
+
+    /// An error that stopped one fixture.
+    pub fn fixture_error(&self, fixture: &FixtureId, e: &Error) {
+        if self.json {
+            self.emit(
+                &serde_json::json!({"event": "error", "fixture": fixture, "code": e.code(), "message": e.to_string(), "remedy": e.remedy()}),
+                String::new,
+            );
+        } else {
+            eprintln!(
+                "[{fixture}] error [{}]: {e}\n  fix: {}",
+                e.code(),
+                e.remedy()
+            );
+        }
     }
 
     /// Progress in text mode: a bar redrawn in place on a terminal; otherwise a plain line

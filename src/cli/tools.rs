@@ -138,28 +138,61 @@ pub(super) fn simulate(
     for f in &a.faults {
         sc.faults.add(f).map_err(Error::Usage)?;
     }
-    let flash_dir = sc.flash_dir.clone();
-    let handle = sim::spawn(sc).map_err(|e| Error::PortUnavailable {
-        port: "pty".into(),
-        message: format!("cannot create a pseudo-terminal: {e}"),
-    })?;
-    out.emit(
-        &serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir}),
-        || handle.path.clone(),
-    );
-    if !out.json {
-        eprintln!(
-            "simulated fixture on {} (flash in {}); Ctrl-C to stop",
-            handle.path,
-            flash_dir.display()
-        );
+    let handles = gang(&sc, a);
+    let mut running = Vec::new();
+    for (id, c) in handles {
+        let flash_dir = c.flash_dir.clone();
+        let handle = sim::spawn(c).map_err(|e| Error::PortUnavailable {
+            port: "pty".into(),
+            message: format!("cannot create a pseudo-terminal: {e}"),
+        })?;
+        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir});
+        if let Some(id) = &id {
+            ready["fixture"] = id.clone().into();
+        }
+        out.emit(&ready, || match &id {
+            Some(id) => format!("{id} {}", handle.path),
+            None => handle.path.clone(),
+        });
+        if !out.json {
+            eprintln!(
+                "simulated fixture {}on {} (flash in {}); Ctrl-C to stop",
+                id.as_ref().map(|i| format!("{i} ")).unwrap_or_default(),
+                handle.path,
+                flash_dir.display()
+            );
+        }
+        running.push(handle);
     }
-    let exit = handle.wait().map_err(|e| Error::PortUnavailable {
-        port: "pty".into(),
-        message: e.to_string(),
-    })?;
-    if exit == sim::SimExit::Disconnected {
-        eprintln!("simulated device disconnected (fault injected)");
+    // Until every fixture's simulator ends (a disconnect fault) or the process is stopped.
+    for handle in running {
+        let exit = handle.wait().map_err(|e| Error::PortUnavailable {
+            port: "pty".into(),
+            message: e.to_string(),
+        })?;
+        if exit == sim::SimExit::Disconnected {
+            eprintln!("simulated device disconnected (fault injected)");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulators `--fixtures N` asks for: each its own serial range and flash directory, the
+/// faults only on the `--fault-fixture`s (all when none is named).
+fn gang(sc: &sim::SimConfig, a: &SimulateArgs) -> Vec<(Option<String>, sim::SimConfig)> {
+    if a.fixtures == 1 {
+        return vec![(None, sc.clone())];
+    }
+    (0..a.fixtures)
+        .map(|k| {
+            let id = format!("f{}", k + 1);
+            let mut c = sc.clone();
+            c.first = sc.first + k * config::SIM_SERIAL_STRIDE;
+            c.flash_dir = sc.flash_dir.join(&id);
+            if !a.fault_fixture.is_empty() && !a.fault_fixture.contains(&(k + 1)) {
+                c.faults = sim::Faults::default();
+            }
+            (Some(id), c)
+        })
+        .collect()
 }

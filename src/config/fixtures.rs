@@ -131,10 +131,7 @@ pub(super) fn check(fixtures: &[FixtureSection]) -> std::result::Result<(), (Str
             return bad(
                 i,
                 "id",
-                format!(
-                    "`{}`: expected 1 to 16 letters, digits, `-` or `_`",
-                    f.id
-                ),
+                format!("`{}`: expected 1 to 16 letters, digits, `-` or `_`", f.id),
             );
         }
         let label = f.label.as_deref().unwrap_or(&f.id);
@@ -150,8 +147,7 @@ pub(super) fn check(fixtures: &[FixtureSection]) -> std::result::Result<(), (Str
                 );
             }
             let same_port = g.port == f.port && f.port != "sim" && f.port != "auto";
-            let same_auto =
-                f.port == "auto" && g.port == "auto" && g.usb_serial == f.usb_serial;
+            let same_auto = f.port == "auto" && g.port == "auto" && g.usb_serial == f.usb_serial;
             if same_port || same_auto {
                 return bad(
                     i,
@@ -159,9 +155,17 @@ pub(super) fn check(fixtures: &[FixtureSection]) -> std::result::Result<(), (Str
                     format!(
                         "fixture `{}` uses the same {} as fixture `{}`; each fixture needs its own adapter{}",
                         f.id,
-                        if same_auto { "adapter (auto without a distinct usb_serial)" } else { "port" },
+                        if same_auto {
+                            "adapter (auto without a distinct usb_serial)"
+                        } else {
+                            "port"
+                        },
                         g.id,
-                        if same_auto { ": give each `auto` fixture its adapter's usb_serial" } else { "" }
+                        if same_auto {
+                            ": give each `auto` fixture its adapter's usb_serial"
+                        } else {
+                            ""
+                        }
                     ),
                 );
             }

@@ -9,6 +9,6 @@ mod fixtures;
 pub(crate) mod load;
 mod model;
 
-pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
 pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
+pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
 pub use model::*;

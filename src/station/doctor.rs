@@ -97,16 +97,36 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
                 source,
             }),
     ));
-    v.push((
-        "port",
-        match c.serial.port.as_str() {
-            "sim" => Ok("built-in simulator (serial.port = \"sim\")".to_string()),
-            p => device::resolve_port(c, p).and_then(|path| {
-                device::transport::SerialTransport::open(&path, c.serial.baud)
-                    .map(|_| format!("{path} opens at {} baud", c.serial.baud))
-            }),
-        },
-    ));
+    // Every fixture's port (one line each on a gang).
+    let fixtures = c.fixtures();
+    let several = fixtures.len() > 1;
+    for f in &fixtures {
+        let s = &f.config.serial;
+        let name = |t: String| {
+            if several {
+                format!("fixture {}: {t}", f.id)
+            } else {
+                t
+            }
+        };
+        let result = match s.port.as_str() {
+            "sim" => Ok(name("built-in simulator (port = \"sim\")".to_string())),
+            p => device::resolve_port(&f.config, p)
+                .and_then(|path| {
+                    device::transport::SerialTransport::open(&path, s.baud)
+                        .map(|_| format!("{path} opens at {} baud", s.baud))
+                })
+                .map(name)
+                .map_err(|e| match e {
+                    Error::PortUnavailable { port, message } if several => Error::PortUnavailable {
+                        port: format!("{port} (fixture {})", f.id),
+                        message,
+                    },
+                    other => other,
+                }),
+        };
+        v.push(("port", result));
+    }
     v
 }
 

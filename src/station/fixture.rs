@@ -69,21 +69,26 @@ impl NextDevice {
             .is_ok_and(|info| self.is_new(&info.serial))
     }
 
-    /// Wait until a device other than the last one passed answers.
+    /// Wait until a device other than the last one passed answers (true), or until `done`
+    /// says nothing more is wanted (false).
     pub fn wait(
         &self,
         device: &mut dyn Device,
         timeout: Duration,
         interrupt: &Interrupt,
-    ) -> Result<()> {
+        done: &dyn Fn() -> bool,
+    ) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         let previous = self.passed.clone().unwrap_or_default();
         loop {
             if let Some(signal) = interrupt.requested() {
                 return Err(Error::Interrupted { signal });
             }
+            if done() {
+                return Ok(false);
+            }
             match device.identify() {
-                Ok(info) if info.serial != previous => return Ok(()),
+                Ok(info) if info.serial != previous => return Ok(true),
                 Ok(_) => std::thread::sleep(Duration::from_millis(200)),
                 Err(e @ (Error::Disconnected { .. } | Error::Io { .. })) => return Err(e),
                 Err(_) => {}
@@ -139,11 +144,6 @@ impl Slots {
             .is_ok()
     }
 
-    /// Give back a slot taken for a device that never came.
-    pub fn give_back(&self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
     /// Slots not taken.
     pub fn left(&self) -> u32 {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
@@ -187,12 +187,22 @@ pub fn run_slots(
 ) -> Tally {
     let mut tally = Tally::default();
     let mut next = NextDevice::default();
-    while interrupt.requested().is_none() && slots.take() {
-        if next.must_swap()
-            && let Err(e) = next.wait(device, next_device_timeout, interrupt)
-        {
-            slots.give_back();
-            tally.waiting = Some(e);
+    // A slot is taken once a device is there: a fixture waiting for its next device does not
+    // hold one another fixture's device could use.
+    while interrupt.requested().is_none() && slots.left() > 0 {
+        if next.must_swap() {
+            match next.wait(device, next_device_timeout, interrupt, &|| {
+                slots.left() == 0
+            }) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tally.waiting = Some(e);
+                    break;
+                }
+            }
+        }
+        if !slots.take() {
             break;
         }
         match next.provision(workflow, device, input, emit) {

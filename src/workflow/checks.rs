@@ -78,3 +78,19 @@ pub(super) fn device_responsive(e: &Error) -> bool {
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// The device advertises what the credential source needs.
+pub(super) fn capabilities(
+    info: &crate::device::DeviceInfo,
+    need: crate::attestation::Requirement,
+) -> Result<()> {
+    if !info.has(need.capability) {
+        return Err(Error::CapabilityMissing {
+            mode: need.mode,
+            capability: need.capability.name(),
+            bit: need.capability.bit().trailing_zeros(),
+            capabilities: info.capabilities,
+        });
+    }
+    Ok(())
+}

@@ -275,14 +275,16 @@ impl Workflow {
         });
         let serial = resolve_serial(&info.serial, cycle.input.scanned_serial.as_deref())?;
         cycle.serial = Some(serial.clone());
-        self.check_capabilities(&info)?;
+        checks::capabilities(&info, self.source.requires())?;
         self.check_interrupt()?;
         let inspection = self.source.inspect(device)?;
         let registration_id =
             self.registration_id(&serial, cycle.input, &info, inspection.as_ref())?;
         // Claimed before the registration ID is noted: a device another fixture holds fails
         // here without touching its enrollment.
-        let claim = self.claims.claim(&self.fixture, &serial, &registration_id)?;
+        let claim = self
+            .claims
+            .claim(&self.fixture, &serial, &registration_id)?;
         cycle.registration_id = Some(registration_id.clone());
         emit(Event::RegistrationId {
             registration_id: registration_id.clone(),
@@ -540,21 +542,6 @@ impl Workflow {
                 model: &info.model,
             }),
         }
-    }
-
-    /// Refuse a device whose firmware does not advertise the capability this mode needs,
-    /// before anything is asked of it or written.
-    fn check_capabilities(&self, info: &DeviceInfo) -> Result<()> {
-        let need = self.source.requires();
-        if !info.has(need.capability) {
-            return Err(Error::CapabilityMissing {
-                mode: need.mode,
-                capability: need.capability.name(),
-                bit: need.capability.bit().trailing_zeros(),
-                capabilities: info.capabilities,
-            });
-        }
-        Ok(())
     }
 
     /// Stop an unfinished device when a stop was asked for (never after COMMIT).

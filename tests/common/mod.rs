@@ -147,10 +147,14 @@ impl StationDir {
                 ),
             }
         }
+        let devices = self.flash_devices();
         for r in rows.iter().filter(|r| r.2 == "provisioned") {
-            let path = self.flash().join(format!("{}.json", r.1));
-            let flash: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            // In the flash directory, or in a gang fixture's directory within it.
+            let file = format!("{}.json", r.1);
+            let (_, flash) = devices
+                .iter()
+                .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy() == file))
+                .unwrap_or_else(|| panic!("provisioned {} has no device flash {file}", r.0));
             assert_eq!(
                 r.4.as_deref(),
                 flash["digest"].as_str(),
@@ -212,8 +216,19 @@ impl StationDir {
                 self.flash().display()
             )
         });
+        // A gang simulator keeps each fixture's devices in a directory of its own.
         let mut devices: Vec<_> = entries
             .map(|e| e.unwrap().path())
+            .flat_map(|p| {
+                if p.is_dir() {
+                    std::fs::read_dir(&p)
+                        .unwrap()
+                        .map(|e| e.unwrap().path())
+                        .collect()
+                } else {
+                    vec![p]
+                }
+            })
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .map(|p| {
                 let flash = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
@@ -347,6 +362,33 @@ impl Simulator {
         let port = line.trim().to_string();
         assert!(port.starts_with("/dev/"), "simulator printed {line:?}");
         Simulator { child, port }
+    }
+
+    /// `station simulate --fixtures n`: one process, `n` ptys; `ports` in fixture order.
+    pub fn start_gang(flash: &Path, n: usize, args: &[&str]) -> (Simulator, Vec<String>) {
+        let mut child = Command::new(STATION)
+            .arg("simulate")
+            .arg("--flash")
+            .arg(flash)
+            .args(["--fixtures", &n.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulator starts");
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let ports: Vec<String> = (0..n)
+            .map(|k| {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let (id, port) = line.trim().split_once(' ').unwrap_or(("", ""));
+                assert_eq!(id, format!("f{}", k + 1), "simulator printed {line:?}");
+                assert!(port.starts_with("/dev/"), "simulator printed {line:?}");
+                port.to_string()
+            })
+            .collect();
+        let first = ports.first().cloned().unwrap_or_default();
+        (Simulator { child, port: first }, ports)
     }
 
     /// Whether the simulator process has ended.
