@@ -5,7 +5,7 @@ APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps gui-runtime run run-headless test headless bench screenshot cargo-deb deb deb-check
+.PHONY: deps gui-deps gui-runtime run run-headless test headless bench screenshot screenshot-build screenshot-one screenshot-gang cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -89,11 +89,40 @@ gui-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-# Regenerate docs/station-window.png: the real window under Xvfb after a PASS.
-screenshot: deps gui-deps
+# Regenerate the README's pictures from the real window under Xvfb, each once its devices
+# pass: docs/station-window.png (one fixture, 1280x800) and docs/station-window-8-fixtures.png
+# (a gang of eight simulated fixtures, 1920x1080).
+SCREENSHOT := target/screenshot
+# station.toml with [gui] auto_start = true and sounds = false: keys already in its [gui] table
+# are replaced, not added again (a second [gui] table, or a repeated key, is a config error).
+SCREENSHOT_GUI := awk ' \
+  /^\[/ { in_gui = ($$0 ~ /^\[gui\]/) } \
+  in_gui && /^(auto_start|sounds)[ \t]*=/ { next } \
+  { print } \
+  /^\[gui\]/ { print "auto_start = true"; print "sounds = false"; found = 1 } \
+  END { if (!found) { print ""; print "[gui]"; print "auto_start = true"; print "sounds = false" } }'
+SCREENSHOT_RUN := STATION_OPERATOR=demo timeout 180 xvfb-run -a -s
+
+screenshot: screenshot-one screenshot-gang
+
+screenshot-build: deps gui-deps
 	$(CARGO) build
-	rm -rf target/screenshot && mkdir -p target/screenshot/assets
-	cp -r assets/demo target/screenshot/assets/
-	sed -e 's|^\[simulator\]|[gui]\nauto_start = true\nsounds = false\n\n[simulator]|' station.toml > target/screenshot/station.toml
-	STATION_OPERATOR=demo STATION_GUI_SCREENSHOT=$(CURDIR)/docs/station-window.png \
-	  xvfb-run -a -s "-screen 0 1280x800x24" ./target/debug/station --config target/screenshot/station.toml
+
+screenshot-one: screenshot-build
+	rm -rf $(SCREENSHOT)/one && mkdir -p $(SCREENSHOT)/one/assets
+	cp -r assets/demo $(SCREENSHOT)/one/assets/
+	$(SCREENSHOT_GUI) station.toml > $(SCREENSHOT)/one/station.toml
+	STATION_GUI_SCREENSHOT=$(CURDIR)/$(SCREENSHOT)/one/window.png $(SCREENSHOT_RUN) "-screen 0 1280x800x24" \
+	  ./target/debug/station --config $(SCREENSHOT)/one/station.toml
+	cp $(SCREENSHOT)/one/window.png docs/station-window.png
+
+screenshot-gang: screenshot-build
+	rm -rf $(SCREENSHOT)/gang && mkdir -p $(SCREENSHOT)/gang/assets
+	cp -r assets/demo $(SCREENSHOT)/gang/assets/
+	$(SCREENSHOT_GUI) station.toml > $(SCREENSHOT)/gang/station.toml
+	for k in 1 2 3 4 5 6 7 8; do \
+	  printf '\n[[fixture]]\nid = "f%s"\nlabel = "Slot %s"\nport = "sim"\n' $$k $$k; \
+	done >> $(SCREENSHOT)/gang/station.toml
+	STATION_GUI_SCREENSHOT=$(CURDIR)/$(SCREENSHOT)/gang/window.png $(SCREENSHOT_RUN) "-screen 0 1920x1080x24" \
+	  ./target/debug/station --config $(SCREENSHOT)/gang/station.toml
+	cp $(SCREENSHOT)/gang/window.png docs/station-window-8-fixtures.png

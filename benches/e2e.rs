@@ -14,8 +14,12 @@
 //! 7. GUI (needs `xvfb-run`): frame CPU time while scrolling the history of 1,000,000
 //!    enrollments, launch to first frame, resident memory.
 //!
-//! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000). `E2E_ONLY` runs one
-//! part: `overhead`, `efficiency`, `export`, `x509`, `upload`, `tpm` or `gui`.
+//! 8. audit trail: what it adds to a device's database writes; verification of 1,000,000
+//!    entries.
+//!
+//! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000), `E2E_AUDIT` (default
+//! 1000000). `E2E_ONLY` runs one part: `overhead`, `efficiency`, `export`, `x509`, `upload`,
+//! `tpm`, `gui` or `audit`.
 
 use provisioning_station::config;
 use provisioning_station::device::transport::SerialTransport;
@@ -247,6 +251,116 @@ fn upload() {
         calls as f64 * 60.0 / default_rate as f64,
         10_000.0 * 60.0 / default_rate as f64,
     );
+}
+
+/// The audit trail: what it adds to a device's database writes, and how fast a million
+/// entries verify.
+fn audit() {
+    use provisioning_station::store::audit;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("station.db");
+    let store = Store::open(&db).unwrap();
+    // A device's writes as the workflow makes them, each its own durable transaction:
+    // record pending, note the expected digest, mark provisioned, record the attempt.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    audit::register_functions(&conn).unwrap();
+    let device = |conn: &rusqlite::Connection, i: i64| {
+        let id = format!("dev-{i:08}");
+        conn.execute(
+            "INSERT INTO enrollments (registration_id, device_serial, firmware, model, attestation_type, \
+                key_source, group_key_id, status, station, line, operator, created_at, updated_at) \
+             VALUES (?1, ?1, '1.4.2', 'm', 'symmetricKey', 'group-derived', 'g', 'pending', 's', 'l', 'o', 't', 't')",
+            [&id],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE enrollments SET expected_digest = 'd' WHERE registration_id = ?1",
+            [&id],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE enrollments SET status = 'provisioned', device_digest = 'd', provisioned_at = 't' \
+             WHERE registration_id = ?1",
+            [&id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO attempts (registration_id, device_serial, outcome, station, operator, port, started_at, duration_ms) \
+             VALUES (?1, ?1, 'passed', 's', 'o', 'p', 't', 1)",
+            [&id],
+        )
+        .unwrap();
+    };
+    let per_device = |from: i64, n: i64| {
+        let mut v: Vec<f64> = (from..from + n)
+            .map(|i| {
+                let t = Instant::now();
+                device(&conn, i);
+                ms(t.elapsed())
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n = 1000;
+    // Interleaved rounds, with and without the triggers (dropped on this connection only).
+    let triggers: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'audit_%'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        with.push(per_device(round * 2 * n, n));
+        for (name, _) in &triggers {
+            conn.execute_batch(&format!("DROP TRIGGER {name}")).unwrap();
+        }
+        without.push(per_device(round * 2 * n + n, n));
+        for (_, sql) in &triggers {
+            conn.execute_batch(sql).unwrap();
+        }
+    }
+    let (w, wo) = (median_ms(with), median_ms(without));
+    println!(
+        "audit trail (on-disk SQLite, synchronous=FULL, a device's 4 writes, median of 3 interleaved rounds of {n} devices):\n  \
+         {w:.3} ms per device with the trail, {wo:.3} ms without: {:.3} ms added (target <= 0.2 ms)",
+        w - wo
+    );
+    drop(conn);
+    // A million entries: attempts inserted through the triggers, then a whole verification.
+    let big = dir.path().join("big.db");
+    drop(Store::open(&big).unwrap());
+    let conn = rusqlite::Connection::open(&big).unwrap();
+    audit::register_functions(&conn).unwrap();
+    conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
+    let m = env_n("E2E_AUDIT", 1_000_000) as i64;
+    conn.execute(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1) \
+         INSERT INTO attempts (registration_id, device_serial, outcome, station, operator, port, started_at, duration_ms) \
+         SELECT printf('dev-%08d', x), printf('SN%08d', x), 'passed', 's', 'o', 'p', 't', 1 FROM c",
+        [m],
+    )
+    .unwrap();
+    drop(conn);
+    let store2 = Store::open(&big).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = store2.verify_audit(None, None).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        assert!(r.first_break.is_none(), "{:?}", r.first_break);
+        assert!(r.entries >= m as u64);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  verify {m} entries (and the {m} rows they log): median {:.2} s of 3 (target <= 5 s)",
+        times[1]
+    );
+    drop(store);
 }
 
 fn export_million() {
@@ -605,7 +719,7 @@ fn main() {
         return;
     }
     let only = std::env::var("E2E_ONLY").unwrap_or_default();
-    let parts: [(&str, fn()); 7] = [
+    let parts: [(&str, fn()); 8] = [
         ("overhead", overhead_per_device),
         ("efficiency", payload_efficiency),
         ("export", export_million),
@@ -613,6 +727,7 @@ fn main() {
         ("upload", upload),
         ("tpm", tpm),
         ("gui", gui),
+        ("audit", audit),
     ];
     for (name, part) in parts {
         if only.is_empty() || only == name {

@@ -78,6 +78,8 @@ codes! {
     DeviceSerialMismatch = "device.serial_mismatch" => "The label and the device disagree: check you scanned the device in the fixture.",
     DeviceIdentityConflict = "device.identity_conflict" => "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves.",
     DeviceVerifyMismatch = "device.verify_mismatch" => "The device did not store what was written; retry, and if it repeats set the device aside for rework.",
+    AuditBroken = "audit.broken" => "The audit trail shows a change made outside the station: keep the database as it is (copy it), and call the engineer responsible for the line's records.",
+    AuditManifestInvalid = "audit.manifest_invalid" => "The batch's files or manifest were changed, swapped or are missing: re-create the batch from the database with `station export --batch ID` (or restore the original files), then run the upload again.",
     FixtureSameDevice = "fixture.same_device" => "One device is on two fixtures at once (or two devices carry one serial label): take it off the other fixture, and check the serial labels.",
     StoreDuplicateRegistration = "store.duplicate_registration" => "Two devices map to one registration ID: check the serial label and the [registration] template.",
     StoreDatabase = "store.database" => "Check the database path, its permissions and free disk space; do not delete the database, call an engineer.",
@@ -112,6 +114,9 @@ codes! {
     UploadHttp = "upload.http" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
     UploadBadResponse = "upload.bad_response" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
     UploadGaveUp = "upload.gave_up" => "Check the network and the DPS instance, then run `station upload` again: it resumes where it stopped.",
+    LabelPrinterUnavailable = "label.printer_unavailable" => "Check the label printer is on, loaded and reachable at the [label] printer address; labels queued meanwhile print when it answers, others with `station label reprint ID`.",
+    LabelQueueFull = "label.queue_full" => "The label printer has been down too long and the queue is full: fix the printer, then reprint the missing labels with `station label reprint ID`.",
+    LabelNotProvisioned = "label.not_provisioned" => "Only a device that passed gets a label: check the registration ID with `station list --search ID`.",
     StationInterrupted = "station.interrupted" => "Put the device on the fixture again and re-run it: the station resumes from what the device holds.",
     StationDisplay = "station.display" => "Start the window from a desktop session (DISPLAY or WAYLAND_DISPLAY set), or use the headless commands (`station provision`).",
     StationInternal = "station.internal" => "The station hit a fault of its own; note the message and call an engineer.",
@@ -260,6 +265,8 @@ pub enum Error {
         enrolled_serial: String,
         serial: String,
     },
+    #[error("{message}")]
+    Audit { code: ErrorCode, message: String },
     #[error(
         "device {serial} (registration ID `{registration_id}`) is being provisioned on fixture {fixture} right now"
     )]
@@ -324,6 +331,9 @@ pub enum Error {
     },
     #[error("DPS upload: {message}")]
     Upload { code: ErrorCode, message: String },
+    /// A device label could not be printed or made (never a device failure).
+    #[error("label: {message}")]
+    Label { code: ErrorCode, message: String },
     #[error("station.toml has no {section} section, which this command needs")]
     MissingSection { section: &'static str },
     #[error("cannot open the station window: {message}")]
@@ -373,7 +383,9 @@ impl Error {
             Error::Ca { code, .. }
             | Error::Csr { code, .. }
             | Error::Tpm { code, .. }
-            | Error::Upload { code, .. } => *code,
+            | Error::Upload { code, .. }
+            | Error::Label { code, .. }
+            | Error::Audit { code, .. } => *code,
             Error::CnTooLong { .. } => C::X509CnTooLong,
             Error::ReissueNotPermitted { .. } => C::X509ReissueNotPermitted,
             Error::DuplicateEk { .. } => C::TpmDuplicateEk,
@@ -397,6 +409,11 @@ impl Error {
             | Error::Secret { .. }
             | Error::Ca { .. }
             | Error::Usage(_) => ExitClass::Usage,
+            Error::Label {
+                code: ErrorCode::LabelNotProvisioned,
+                ..
+            } => ExitClass::Usage,
+            Error::Label { .. } => ExitClass::Environment,
             // Station configuration found wanting while a device was in the fixture.
             Error::Tpm {
                 code: ErrorCode::TpmRootsUnreadable,

@@ -6,9 +6,10 @@
 //! cli            gui            front ends: parse, render Events, call the station service
 //!  │              │
 //!  ├──────────────┴── sim       the device simulator: a peer the layers below never import
-//! station                       run a fixture (next device, stop rules); jobs; doctor
+//! station                       run a fixture (next device, stop rules); jobs; labels; doctor
 //! workflow                      one device: identify → credential → pending → write → verify
 //! dps                           DPS model, export, upload
+//! label                         device labels: ZPL from the template, printers, PNG preview
 //! store                         SQLite: enrollments, attempts, batches
 //! attestation                   credential sources: symmetric, X.509, TPM
 //! device                        the `Device` trait; protocol v1; a device's TPM over TCTI
@@ -27,6 +28,7 @@ pub mod dps;
 pub mod error;
 #[cfg(feature = "gui")]
 pub mod gui;
+pub mod label;
 pub mod sim;
 pub mod station;
 pub mod store;

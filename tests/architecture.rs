@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "device",
     "attestation",
     "store",
+    "label",
     "dps",
     "workflow",
     "station",

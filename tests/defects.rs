@@ -467,7 +467,7 @@ fn unfinished_devices_are_named_at_start() {
     let first = provision(&st, &sim.port, &[]);
     assert_eq!(failed_code(&first), "device.timeout");
     // Leave it pending, as a crash would.
-    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let conn = writable_db(&st.db());
     conn.execute("UPDATE enrollments SET status = 'pending'", [])
         .unwrap();
     drop(conn);

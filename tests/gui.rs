@@ -2,6 +2,9 @@
 //! simulator on a real pty and the real on-disk database.
 
 mod common;
+/// Several fixtures (a gang): the tiles.
+#[path = "gui/gang.rs"]
+mod gang;
 use common::*;
 use eframe::egui;
 use egui_kittest::Harness;
@@ -17,9 +20,14 @@ use provisioning_station::station::{JobOutcome, Problem};
 use std::time::{Duration, Instant};
 
 fn harness(st: &StationDir) -> Harness<'static, StationApp> {
+    harness_sized(st, [1280.0, 800.0])
+}
+
+/// The window on `st`'s station.toml in a screen of `size` pixels.
+fn harness_sized(st: &StationDir, size: [f32; 2]) -> Harness<'static, StationApp> {
     let cfg = config::load(Some(&st.config())).unwrap();
     Harness::builder()
-        .with_size([1280.0, 800.0])
+        .with_size(size)
         .build_eframe(move |cc| StationApp::new(&cc.egui_ctx, cfg))
 }
 
@@ -37,11 +45,14 @@ fn wait(
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting in the GUI: operator {:?} (typed {:?}), port {:?}, banner {:?}, shift {:?}, history {:?}, db {:?}",
+            "timed out waiting in the GUI: operator {:?} (typed {:?}), fixtures (label, port, banner) {:?}, shift {:?}, history {:?}, db {:?}",
             h.state().operator,
             h.state().operator_input,
-            h.state().port,
-            h.state().device.banner,
+            h.state()
+                .fixtures
+                .iter()
+                .map(|f| (&f.label, &f.port, &f.device.banner))
+                .collect::<Vec<_>>(),
             h.state().shift,
             h.state().history.total,
             h.state().db_error
@@ -158,7 +169,7 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
     let mut h = harness(&st);
     login(&mut h, "op-1");
     for n in 1..=3 {
-        wait(&mut h, 60, |h| !h.state().device.busy);
+        wait(&mut h, 60, |h| !h.state().fixtures[0].device.busy);
         h.get_by_label("Start").click();
         let id = format!("sim00000{n}");
         wait(&mut h, 60, |h| {
@@ -188,12 +199,17 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 2, "{files:?}");
-    assert!(
-        files
-            .iter()
-            .any(|p| p.to_string_lossy().ends_with(".dps.json"))
-    );
+    // The batch's CSV and DPS JSON (whatever else an export writes beside them).
+    for suffix in [".csv", ".dps.json"] {
+        assert_eq!(
+            files
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .count(),
+            1,
+            "{suffix} in {files:?}"
+        );
+    }
 }
 
 /// A station that uploads to the DPS at `endpoint`.
@@ -491,4 +507,41 @@ fn device_details_check_registration_shows_what_dps_says() {
         &h,
         "Registration check failed: DPS answered 401 [upload.unauthorized] — Check [upload] host"
     ));
+}
+
+#[test]
+fn at_1024x768_start_the_pass_banner_and_the_history_are_on_screen() {
+    let st = StationDir::new();
+    let mut h = harness_sized(&st, [1024.0, 768.0]);
+    login(&mut h, "op-1");
+    h.get_by_label("Start").click();
+    wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
+    wait(&mut h, 10, |h| h.state().history.total == Some(1));
+    let screen = h.ctx.content_rect();
+    let rect = |h: &Harness<'static, StationApp>, label: &str| h.get_by_label(label).rect();
+    let start = rect(&h, "Start");
+    let pass = rect(&h, "PASS");
+    let history = rect(&h, "History");
+    let shift = rect(&h, "This shift");
+    let row = rect(&h, "SIM000001");
+    for (what, r) in [
+        ("Start", start),
+        ("PASS", pass),
+        ("History", history),
+        ("This shift", shift),
+        ("the history row", row),
+    ] {
+        assert!(
+            screen.contains_rect(r),
+            "{what} at {r:?} is outside the window {screen:?}"
+        );
+    }
+    assert!(
+        start.right() <= shift.left(),
+        "Start {start:?} runs under the shift panel {shift:?}"
+    );
+    assert!(
+        pass.bottom() <= history.top(),
+        "PASS {pass:?} runs under the history {history:?}"
+    );
 }

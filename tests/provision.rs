@@ -244,12 +244,13 @@ fn repository_station_toml_provisions_out_of_the_box() {
     assert_eq!(text(&out).matches("PASS").count(), 3);
     let export = run(&["export"]);
     assert!(export.status.success(), "{}", text(&export));
-    assert!(
+    // The CSV, the DPS bulk JSON and the signed manifest.
+    assert_eq!(
         dir.path()
             .join("station-data/exports")
             .read_dir()
             .unwrap()
-            .count()
-            == 2
+            .count(),
+        3
     );
 }

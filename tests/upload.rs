@@ -232,7 +232,7 @@ fn an_enrollment_recorded_without_a_secondary_key_gets_one_kept_for_dps() {
     let st = station_with_upload("");
     provision_and_export(&st, 2);
     {
-        let conn = rusqlite::Connection::open(st.db()).unwrap();
+        let conn = writable_db(&st.db());
         conn.execute_batch(
             "DROP TRIGGER enrollments_provisioned_are_immutable; \
              UPDATE enrollments SET secondary_key = NULL;",

@@ -39,6 +39,68 @@ pub enum Command {
     /// TPM bring-up tools.
     #[command(subcommand)]
     Tpm(TpmCommand),
+    /// Device labels: print one again, or render its preview.
+    #[command(subcommand)]
+    Label(LabelCommand),
+    /// The audit trail: the station's public audit key, and verification of the chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Exported batches: check files against their signed manifests.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the station's public audit key (PEM), for the back office.
+    Key,
+    /// Walk the audit trail and report the first broken link (exit 1 on any).
+    Verify {
+        /// Start at the first entry at or after this time (RFC 3339, e.g. 2026-11-30 or
+        /// 2026-11-30T06:00:00Z); rows are then not checked against the trail.
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Check signatures against this public key (a PEM file, or base64) instead of the
+        /// station's own.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Check a batch manifest (or every manifest in a directory) and the files it lists.
+    Verify {
+        /// A `<batch>.manifest.json`, or a directory of batches.
+        #[arg(value_name = "DIR|FILE")]
+        path: PathBuf,
+        /// The station's public audit key (PEM file, or base64); without it only the files'
+        /// integrity is checked, not who signed them.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// Print a provisioned device's label again on the [label] printer.
+    Reprint {
+        /// The device's registration ID.
+        #[arg(value_name = "ID")]
+        registration_id: String,
+    },
+    /// Render a provisioned device's label as a PNG, as the station previews it.
+    Preview {
+        /// The device's registration ID.
+        #[arg(value_name = "ID")]
+        registration_id: String,
+        /// Where to write the PNG.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Also write the filled ZPL job here.
+        #[arg(long, value_name = "FILE")]
+        zpl: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,8 @@
 //! and results (text, or JSON lines with `--json`). It holds no workflow logic of its own.
 
 mod args;
+mod audit;
+mod label;
 mod output;
 mod provision;
 mod tools;
@@ -55,6 +57,9 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
             ek_type,
             roots,
         }) => tools::tpm_read(config_path, tcti, ek_type, roots, out),
+        Command::Label(c) => label::run(&config::load(config_path)?, c, out),
+        Command::Audit(c) => audit::run(config_path, c, out),
+        Command::Batch(BatchCommand::Verify { path, key }) => audit::batch_verify(&path, key, out),
     }
 }
 
@@ -129,9 +134,10 @@ fn upload(config: &Config, a: &UploadArgs, out: Out) -> Result<ExitCode> {
         let opts = UploadOptions {
             dry_run: a.dry_run,
             update: a.update,
+            manifests: None,
         };
         let s = jobs::upload(config, a.endpoint.as_deref(), &opts, &mut emit)?;
-        s.conflicts == 0 && s.failed == 0
+        s.conflicts == 0 && s.failed == 0 && s.refused_batches == 0
     };
     Ok(if clean {
         ExitCode::SUCCESS

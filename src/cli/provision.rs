@@ -6,7 +6,7 @@ use super::output::Out;
 use crate::config::{Config, FixtureConfig};
 use crate::domain::FixtureId;
 use crate::error::{Error, ExitClass, Result};
-use crate::station::{fixture, gang, jobs};
+use crate::station::{Labels, fixture, gang, jobs};
 use crate::workflow::{DeviceInput, Interrupt, Permissions, Workflow};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -61,10 +61,15 @@ pub(super) fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<
     for n in jobs::start_checks(config, workflow.store())? {
         notice(out, &n);
     }
+    let granted = serde_json::json!({"operator": a.operator, "allow_overwrite": a.allow_overwrite,
+        "allow_rekey": a.allow_rekey, "fixtures": fixtures.iter().map(|f| &f.id).collect::<Vec<_>>()});
+    jobs::audit_start(config, workflow.store(), "provision", granted)?;
     let interrupt = Interrupt::install()?;
+    // Labels print on a thread of their own; a printer never holds up or fails a device.
+    let labels = super::label::start(config, out);
     match fixtures.as_slice() {
-        [one] => single(one, workflow, &input, a.count, &interrupt, out),
-        many => several(config, many, &input, a.count, &interrupt, out),
+        [one] => single(one, workflow, &input, a.count, &interrupt, labels, out),
+        many => several(config, many, &input, a.count, &interrupt, labels, out),
     }
 }
 
@@ -75,6 +80,7 @@ fn single(
     input: &DeviceInput,
     count: u32,
     interrupt: &Interrupt,
+    labels: Option<Labels>,
     out: Out,
 ) -> Result<ExitCode> {
     workflow.set_fixture(f.id.clone(), Default::default());
@@ -87,7 +93,10 @@ fn single(
         count,
         Duration::from_secs(f.config.serial.next_device_timeout_s),
         interrupt,
-        &mut |e| out.fixture_event(&f.id, false, &e),
+        &mut |e| {
+            out.fixture_event(&f.id, false, &e);
+            super::label::passed(labels.as_ref(), &f.id, &e);
+        },
     );
     if let Some(e) = tally
         .waiting
@@ -96,6 +105,8 @@ fn single(
     {
         out.error(e);
     }
+    super::label::finish(labels, &f.config, out);
+    let _ = workflow.store().sign_audit_head("shutdown");
     let unexported = workflow.store().counts()?.provisioned;
     let signal = interrupt.requested();
     summary(
@@ -123,11 +134,13 @@ fn several(
     input: &DeviceInput,
     count: u32,
     interrupt: &Interrupt,
+    labels: Option<Labels>,
     out: Out,
 ) -> Result<ExitCode> {
     let opener = crate::sim::opener();
     let g = gang::run_all(fixtures, &opener, input, count, interrupt, &|id, e| {
-        out.fixture_event(id, true, &e)
+        out.fixture_event(id, true, &e);
+        super::label::passed(labels.as_ref(), id, &e);
     });
     let mut database = None;
     for f in &g.fixtures {
@@ -142,9 +155,10 @@ fn several(
         }
         summary(out, Some(&f.fixture), t.passed, t.failed, 0, None, None);
     }
-    let unexported = crate::store::Store::open(&config.database_path())?
-        .counts()?
-        .provisioned;
+    super::label::finish(labels, config, out);
+    let store = crate::store::Store::open(&config.database_path())?;
+    let _ = store.sign_audit_head("shutdown");
+    let unexported = store.counts()?.provisioned;
     let signal = interrupt.requested();
     let (passed, failed) = (g.passed(), g.failed());
     summary(

@@ -49,6 +49,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config> {
             message: e.message().trim().to_string(),
         }
     })?;
+    let mut config = config;
     validate(&config).map_err(|(key, message)| {
         let (line, col) = locate(text, &key).unwrap_or((1, 1));
         Error::ConfigInvalid {
@@ -57,6 +58,9 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config> {
             message,
         }
     })?;
+    if let Some(label) = config.label.as_mut() {
+        super::label::load_template(label, text, path, &|key| locate(text, key))?;
+    }
     Ok(config)
 }
 
@@ -73,6 +77,9 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
     validate_tpm(c)?;
     validate_serial(c)?;
     super::fixtures::check(&c.fixtures)?;
+    if let Some(label) = &c.label {
+        super::label::check(label)?;
+    }
     Ok(())
 }
 

@@ -20,6 +20,9 @@ pub struct Config {
     pub upload: Option<UploadSection>,
     #[serde(default)]
     pub gui: GuiSection,
+    /// `[label]`: the device label printed after each PASS (none: no labels).
+    #[serde(default)]
+    pub label: Option<super::LabelSection>,
     /// `[[fixture]]` tables: the slots of a gang fixture. None: `[serial]` is the one fixture.
     #[serde(default, rename = "fixture")]
     pub fixtures: Vec<super::FixtureSection>,

@@ -145,6 +145,12 @@ pub enum Event {
         wait_ms: u64,
         attempt: u32,
     },
+    /// A batch whose manifest is missing or does not verify: none of its enrollments is sent.
+    BatchRefused {
+        batch: String,
+        #[serde(flatten)]
+        problem: crate::error::Problem,
+    },
     Conflict {
         registration_id: String,
         error_code: Option<i64>,
@@ -209,6 +215,8 @@ pub struct UploadSummary {
     /// Enrollments whose etag was read back after the upload (verification skips their
     /// attestation while the etag is unchanged).
     pub etags_recorded: usize,
+    /// Batches not sent because their manifest is missing or does not verify.
+    pub refused_batches: usize,
 }
 
 /// What a verification found.

@@ -4,12 +4,13 @@
 //! A registration ID and the template that forms it ([`registration_id`]); the attestation
 //! kinds and a device's [`Credential`] (one enum arm per kind, [`credential`]); the named
 //! records an identity consists of and their digest ([`record`]); an enrollment as the
-//! station records it ([`enrollment`]); and the one progress event type every front end
-//! renders ([`event`]).
+//! station records it ([`enrollment`]); the one progress event type every front end
+//! renders ([`event`]); and the device label's ZPL template language ([`label`]).
 
 pub mod credential;
 pub mod enrollment;
 pub mod event;
+pub mod label;
 pub mod record;
 pub mod registration_id;
 

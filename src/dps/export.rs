@@ -30,6 +30,8 @@ pub struct ExportSummary {
     pub count: i64,
     pub csv: PathBuf,
     pub json: PathBuf,
+    /// The signed manifest (`<batch>.manifest.json`).
+    pub manifest: PathBuf,
     pub bulk_operations: usize,
 }
 
@@ -85,6 +87,9 @@ pub fn export_new(
     store
         .insert_batch(&batch, &files.files)
         .inspect_err(|_| files.discard())?;
+    // Recorded: from here a crash leaves a batch `publish::repair` re-creates (manifest too).
+    store.sign_audit_head("export")?;
+    super::manifest::write(store, &batch, &files.files, out_dir)?;
     files.publish().map(Some)
 }
 
@@ -108,6 +113,10 @@ pub fn export_again(
                 "batch {batch_id} re-created from the database differs from the files recorded when it was exported; nothing was replaced"
             ),
         });
+    }
+    // A batch recorded before manifests existed has no audit entry of its own: it gets none.
+    if store.batch_audit_entry(batch_id)?.is_some() {
+        super::manifest::write(store, &batch, &files.files, out_dir)?;
     }
     files.publish()
 }
@@ -262,6 +271,7 @@ fn write_batch(
             count: batch.count,
             csv: out_dir.join(format!("{}.csv", batch.id)),
             json: out_dir.join(format!("{}.dps.json", batch.id)),
+            manifest: super::manifest::path(out_dir, &batch.id),
             bulk_operations: (batch.count as usize).div_ceil(MAX_BULK),
         },
         files: Vec::new(),

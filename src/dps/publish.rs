@@ -70,6 +70,15 @@ pub fn check(store: &Store, out_dir: &Path, deep: bool) -> Result<Vec<Unpublishe
                 });
             }
         }
+        // A batch the audit trail recorded has a signed manifest beside its files.
+        let manifest = super::manifest::path(out_dir, &batch.id);
+        if !manifest.exists() && store.batch_audit_entry(&batch.id)?.is_some() {
+            found.push(Unpublished {
+                batch: batch.id.clone(),
+                file: manifest,
+                problem: "missing".into(),
+            });
+        }
     }
     Ok(found)
 }
@@ -83,7 +92,10 @@ pub fn orphans(out_dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.starts_with('.') && (n.ends_with(".csv.tmp") || n.ends_with(".dps.json.tmp"))
+                n.starts_with('.')
+                    && (n.ends_with(".csv.tmp")
+                        || n.ends_with(".dps.json.tmp")
+                        || n.ends_with(".manifest.json.tmp"))
             })
         })
         .collect()

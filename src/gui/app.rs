@@ -1,16 +1,17 @@
-//! The window's state and the commands that change it. Drawing lives in `panels` and the
-//! files it calls; the frame loop (`impl eframe::App`) lives in `window`.
+//! The window's state and the commands that change it. Each fixture's own state is a
+//! [`FixtureView`] (in `fixture`); the commands are applied in `commands`; drawing lives in
+//! `panels` and the files it calls; the frame loop (`impl eframe::App`) lives in `window`.
 
+use super::fixture::{FixtureView, PortStatus};
 use super::jobs_view::JobsView;
 use super::reader::{self, Answer, Query, Reader};
-use super::worker::{self, Command, Report, Worker};
+use super::worker::{Command, Report};
+use super::workers::Workers;
 use crate::config::Config;
 use crate::device::Opener;
-use crate::domain::{Event, Step};
 use crate::station::doctor::Check;
-use crate::station::{Job, JobOutcome, Jobs, Problem};
+use crate::station::{Job, JobOutcome, Jobs};
 use crate::store::{AttemptRow, Counts, Enrollment, ShiftStats};
-use crate::workflow::Permissions;
 use eframe::egui;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,60 +19,6 @@ use std::time::{Duration, Instant};
 
 /// How often the shift counters are refreshed while idle.
 const SUMMARY_EVERY: Duration = Duration::from_secs(2);
-
-/// State of one step of the current device.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StepState {
-    Waiting,
-    Running(Instant),
-    Done(Duration),
-    Failed(Duration),
-}
-
-/// The big result banner.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Banner {
-    Pass {
-        registration_id: String,
-        serial: String,
-        ms: f64,
-    },
-    Fail(Problem),
-}
-
-/// The device on the fixture, as the operator sees it.
-#[derive(Debug, Clone)]
-pub struct DeviceView {
-    pub serial: String,
-    pub registration_id: String,
-    pub steps: [StepState; 6],
-    pub progress: Option<(usize, usize)>,
-    pub warnings: Vec<String>,
-    pub banner: Option<Banner>,
-    pub busy: bool,
-}
-
-impl Default for DeviceView {
-    fn default() -> Self {
-        Self {
-            serial: String::new(),
-            registration_id: String::new(),
-            steps: [StepState::Waiting; 6],
-            progress: None,
-            warnings: Vec::new(),
-            banner: None,
-            busy: false,
-        }
-    }
-}
-
-/// The fixture's state for the header.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PortStatus {
-    Opening,
-    Connected(String),
-    Error(Problem),
-}
 
 /// History table state: pages cached by offset, fetched as rows scroll into view.
 #[derive(Default)]
@@ -92,13 +39,21 @@ pub struct Prefs {
     pub muted: bool,
 }
 
-/// What panels ask for; applied after drawing.
+/// What panels ask for; applied after drawing (`commands`). Fixtures are named by their index
+/// in [`StationApp::fixtures`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum UiCommand {
     Login(String),
     Logout,
-    Start,
-    Retry,
+    /// Start fixture `i` with the serial typed or scanned into it; with several fixtures a
+    /// fixture prefix (`f3:SERIAL`, `f3/SERIAL`) sends the scan to that fixture instead.
+    Start(usize),
+    /// Start every fixture whose port is open and that is not running a device.
+    StartAll,
+    /// Send fixture `i`'s last device again.
+    Retry(usize),
+    /// The operator works in fixture `i`'s tile (its serial field has the focus).
+    Select(usize),
     Rerun(String),
     Export,
     Upload,
@@ -111,6 +66,7 @@ pub enum UiCommand {
     CloseDetails,
     ToggleSettings,
     RunDoctor,
+    /// Open the port for the fixture Settings shows (`settings_fixture`).
     UsePort(String),
     /// List the serial ports (Settings opened, or Refresh).
     ListPorts,
@@ -122,10 +78,13 @@ pub struct StationApp {
     pub operator: Option<String>,
     pub operator_input: String,
     pub logged_in_at: String,
-    pub serial_input: String,
+    /// Every fixture, in the order of `Config::fixtures()` (one without `[[fixture]]`).
+    pub fixtures: Vec<FixtureView>,
+    /// The fixture scans go to when they name none: its serial field gets the focus.
+    pub selected: usize,
+    /// The fixture whose port Settings changes.
+    pub settings_fixture: usize,
     pub port_input: String,
-    pub port: PortStatus,
-    pub device: DeviceView,
     pub history: History,
     pub counts: Option<Counts>,
     pub shift: ShiftStats,
@@ -140,12 +99,10 @@ pub struct StationApp {
     pub effective_config: String,
     /// Serial ports seen when last listed: (path, description).
     pub ports: Vec<(String, String)>,
-    last_start: Option<Command>,
-    worker: Option<Worker>,
-    opener: Opener,
-    jobs: Jobs,
-    reader: Reader,
-    summary_due: Instant,
+    pub(super) workers: Workers,
+    pub(super) jobs: Jobs,
+    pub(super) reader: Reader,
+    pub(super) summary_due: Instant,
     summary_in_flight: bool,
     ctx: egui::Context,
 }
@@ -177,15 +134,13 @@ impl StationApp {
         Self::with_opener(ctx, config, crate::sim::opener())
     }
 
-    /// The window on `config`, opening fixtures with `opener`.
+    /// The window on `config`: a worker per fixture of `config.fixtures()`, each opening its
+    /// device with `opener`.
     pub fn with_opener(ctx: &egui::Context, config: Config, opener: Opener) -> Self {
         ctx.set_zoom_factor(config.gui.scale);
-        let worker = Some(worker::spawn(
-            config.clone(),
-            None,
-            opener.clone(),
-            repaint_fn(ctx),
-        ));
+        let fixture_configs = config.fixtures();
+        let fixtures = fixture_configs.iter().map(FixtureView::new).collect();
+        let workers = Workers::spawn_all(fixture_configs, opener, ctx);
         let jobs = Jobs::spawn(config.clone(), repaint_fn(ctx));
         jobs.send(Job::StartChecks);
         let reader = reader::spawn(config.database_path(), repaint_fn(ctx));
@@ -200,9 +155,9 @@ impl StationApp {
             operator: None,
             operator_input: String::new(),
             logged_in_at: crate::store::now(),
-            serial_input: String::new(),
-            port: PortStatus::Opening,
-            device: DeviceView::default(),
+            fixtures,
+            selected: 0,
+            settings_fixture: 0,
             history: History::default(),
             counts: None,
             shift: ShiftStats::default(),
@@ -215,15 +170,16 @@ impl StationApp {
             doctor: None,
             effective_config,
             ports: Vec::new(),
-            last_start: None,
-            worker,
-            opener,
+            workers,
             jobs,
             reader,
             summary_due: Instant::now(),
             summary_in_flight: false,
             ctx: ctx.clone(),
         };
+        if let Some(f) = app.fixtures.first() {
+            app.port_input = f.configured_port.clone();
+        }
         if let Ok(op) = std::env::var("STATION_OPERATOR")
             && !op.trim().is_empty()
         {
@@ -234,7 +190,12 @@ impl StationApp {
         app
     }
 
-    /// Drain the worker's and the reader's reports into state.
+    /// Several fixtures: the window shows tiles instead of the one device panel.
+    pub fn is_gang(&self) -> bool {
+        self.fixtures.len() > 1
+    }
+
+    /// Drain the workers', the jobs thread's and the reader's reports into state.
     pub fn poll(&mut self) {
         self.drain_reports();
         self.drain_outcomes();
@@ -251,33 +212,46 @@ impl StationApp {
         self.ctx.request_repaint_after(SUMMARY_EVERY);
     }
 
-    /// The fixture worker's reports.
-    /// Show a warning once (a re-opened fixture reports its warnings again).
-    fn warn(&mut self, w: String) {
+    /// Show a warning once (every fixture, and a re-opened one, report their warnings again).
+    pub(super) fn warn(&mut self, w: String) {
         if !self.warnings.contains(&w) {
             self.warnings.push(w);
         }
     }
 
+    /// The fixture workers' reports. One sound and one history refresh however many
+    /// fixtures finished since the last frame.
     fn drain_reports(&mut self) {
-        let reports: Vec<Report> = self
-            .worker
-            .as_ref()
-            .map(|w| w.rx.try_iter().collect())
-            .unwrap_or_default();
-        for r in reports {
+        let mut finished = false;
+        let mut all_passed = None;
+        for (i, r) in self.workers.drain() {
+            let Some(f) = self.fixtures.get_mut(i) else {
+                continue;
+            };
             match r {
-                Report::Connected { port } => self.port = PortStatus::Connected(port),
-                Report::Unavailable(p) => self.port = PortStatus::Error(p),
+                Report::Connected { port } => f.port = PortStatus::Connected(port),
+                Report::Unavailable(p) => f.port = PortStatus::Error(p),
                 Report::Warning(w) => self.warn(w),
-                Report::Event(e) => self.on_event(e),
+                Report::Event(e) => {
+                    if let Some(passed) = f.on_event(&e) {
+                        all_passed = Some(all_passed.unwrap_or(true) && passed);
+                    }
+                }
                 Report::Finished => {
-                    self.device.busy = false;
-                    self.refresh_history();
-                    self.summary_due = Instant::now();
-                    let _ = self.reader.tx.send(Query::Pending);
+                    f.device.busy = false;
+                    finished = true;
                 }
             }
+        }
+        match all_passed {
+            Some(true) => self.play("pass.wav"),
+            Some(false) => self.play("fail.wav"),
+            None => {}
+        }
+        if finished {
+            self.refresh_history();
+            self.summary_due = Instant::now();
+            let _ = self.reader.tx.send(Query::Pending);
         }
     }
 
@@ -344,83 +318,6 @@ impl StationApp {
         }
     }
 
-    fn finish_running(&mut self, failed: bool) {
-        for s in &mut self.device.steps {
-            if let StepState::Running(t) = *s {
-                *s = if failed {
-                    StepState::Failed(t.elapsed())
-                } else {
-                    StepState::Done(t.elapsed())
-                };
-            }
-        }
-    }
-
-    fn begin(&mut self, step: Step) {
-        self.finish_running(false);
-        let i = Step::ALL.iter().position(|s| *s == step).unwrap_or(0);
-        if !matches!(self.device.steps[i], StepState::Done(_)) {
-            self.device.steps[i] = StepState::Running(Instant::now());
-        }
-    }
-
-    /// Apply one workflow event to the device view.
-    pub fn on_event(&mut self, e: Event) {
-        match &e {
-            Event::Connecting { .. } => {
-                self.device = DeviceView {
-                    busy: true,
-                    ..Default::default()
-                };
-            }
-            Event::Identified { serial, .. } => self.device.serial = serial.clone(),
-            Event::RegistrationId { registration_id } => {
-                self.device.registration_id = registration_id.clone()
-            }
-            Event::Warning { message } => self.device.warnings.push(message.clone()),
-            Event::Writing { written, total } => self.device.progress = Some((*written, *total)),
-            Event::Passed {
-                registration_id,
-                serial,
-                duration_ms,
-                ..
-            } => {
-                self.finish_running(false);
-                self.device.banner = Some(Banner::Pass {
-                    registration_id: registration_id.clone(),
-                    serial: serial.clone(),
-                    ms: *duration_ms,
-                });
-                self.device.steps = self.device.steps.map(|s| match s {
-                    StepState::Waiting => StepState::Done(Duration::ZERO),
-                    other => other,
-                });
-                self.play("pass.wav");
-            }
-            Event::Failed {
-                problem,
-                serial,
-                registration_id,
-            } => {
-                self.finish_running(true);
-                if let Some(s) = serial {
-                    self.device.serial = s.clone();
-                }
-                if let Some(r) = registration_id {
-                    self.device.registration_id = r.clone();
-                }
-                self.device.banner = Some(Banner::Fail(problem.clone()));
-                self.play("fail.wav");
-            }
-            _ => {}
-        }
-        if let Some(step) = e.step()
-            && !e.is_final()
-        {
-            self.begin(step);
-        }
-    }
-
     fn play(&self, file: &str) {
         if self.prefs.muted {
             return;
@@ -440,7 +337,7 @@ impl StationApp {
         }
     }
 
-    fn refresh_history(&mut self) {
+    pub(super) fn refresh_history(&mut self) {
         self.history.generation += 1;
         self.history.pages.clear();
         self.history.requested.clear();
@@ -472,112 +369,26 @@ impl StationApp {
             .and_then(|p| p.get(row - offset))
     }
 
-    fn start(&mut self, command: Command) {
-        if self.device.busy
-            || self.operator.is_none()
-            || !matches!(self.port, PortStatus::Connected(_))
-        {
-            return;
-        }
-        self.device = DeviceView {
-            busy: true,
-            ..Default::default()
+    /// Send `command` to fixture `i` if it can take a device now (port open, idle, operator
+    /// logged in); say whether it was sent.
+    pub(super) fn start(&mut self, i: usize, command: Command) -> bool {
+        let logged_in = self.operator.is_some();
+        let Some(f) = self.fixtures.get_mut(i) else {
+            return false;
         };
-        self.last_start = Some(command.clone());
-        self.send(command);
-    }
-
-    fn send(&self, c: Command) {
-        if let Some(w) = &self.worker {
-            let _ = w.tx.send(c);
+        if !logged_in || !f.ready() {
+            return false;
         }
+        f.device = super::fixture::DeviceView::started();
+        f.last_start = Some(command.clone());
+        self.workers.send(i, command);
+        true
     }
 
     /// Send `job` to the jobs thread (`None`: the same work is already under way).
-    fn queue(&self, job: Option<Job>) {
+    pub(super) fn queue(&self, job: Option<Job>) {
         if let Some(job) = job {
             self.jobs.send(job);
-        }
-    }
-
-    /// Apply a command from a panel.
-    pub fn apply(&mut self, c: UiCommand) {
-        match c {
-            UiCommand::Login(op) => {
-                let op = op.trim().to_string();
-                if !op.is_empty() {
-                    self.operator = Some(op);
-                    self.logged_in_at = crate::store::now();
-                    self.operator_input.clear();
-                    self.summary_due = Instant::now();
-                }
-            }
-            UiCommand::Logout => self.operator = None,
-            UiCommand::Start => {
-                let scanned = self.serial_input.trim().to_string();
-                self.serial_input.clear();
-                self.start(Command::Provision {
-                    scanned_serial: (!scanned.is_empty()).then_some(scanned),
-                    operator: self.operator.clone().unwrap_or_default(),
-                    permissions: Permissions::default(),
-                });
-            }
-            UiCommand::Retry => {
-                if let Some(c) = self.last_start.clone() {
-                    self.start(c);
-                }
-            }
-            UiCommand::Rerun(serial) => {
-                self.serial_input = serial;
-                self.apply(UiCommand::Start);
-            }
-            UiCommand::Export => {
-                self.jobs.send(self.jobs_view.export());
-            }
-            UiCommand::Upload => {
-                let job = self.jobs_view.upload();
-                self.queue(job);
-            }
-            UiCommand::Verify => {
-                let job = self.jobs_view.verify();
-                self.queue(job);
-            }
-            UiCommand::CheckRegistration(id) => {
-                let job = self.jobs_view.check_registration(id);
-                self.queue(job);
-            }
-            UiCommand::SearchChanged => self.refresh_history(),
-            UiCommand::ShowDetails(id) => {
-                let _ = self.reader.tx.send(Query::Details {
-                    registration_id: id,
-                });
-            }
-            UiCommand::CloseDetails => self.history.details = None,
-            UiCommand::ToggleSettings => {
-                self.show_settings = !self.show_settings;
-                if self.show_settings {
-                    self.apply(UiCommand::ListPorts);
-                }
-            }
-            UiCommand::RunDoctor => {
-                self.jobs.send(Job::Doctor);
-            }
-            UiCommand::ListPorts => self.ports = super::ports::list(),
-            UiCommand::UsePort(port) => {
-                let port = port.trim().to_string();
-                if port.is_empty() || self.device.busy {
-                    return;
-                }
-                self.port = PortStatus::Opening;
-                // The old worker (and its port) is gone before the new one opens the port.
-                drop(self.worker.take());
-                self.worker = Some(worker::spawn(
-                    self.config.clone(),
-                    Some(port),
-                    self.opener.clone(),
-                    repaint_fn(&self.ctx),
-                ));
-            }
         }
     }
 }

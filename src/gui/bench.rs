@@ -1,7 +1,8 @@
 //! Measurement and screenshot modes, run after each frame is drawn. Their state lives in the
 //! egui context's memory, so the window's state (`app`) knows nothing of them.
 
-use super::app::{Banner, StationApp};
+use super::app::StationApp;
+use super::fixture::{Banner, PortStatus};
 use super::history::ROW_HEIGHT;
 use eframe::egui;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ struct Modes {
     bench: Option<Bench>,
     /// Screenshot mode (`STATION_GUI_SCREENSHOT=<png>`): the file, and frames waited so far.
     screenshot: Option<(PathBuf, u32)>,
+    /// The screenshot is asked for: the window stops taking in reports, so the frame read
+    /// back shows what was decided on (with `auto_start` fixtures go on with the next device).
+    frozen: bool,
 }
 
 impl Modes {
@@ -41,14 +45,26 @@ impl Modes {
         Self {
             bench: Bench::from_env(),
             screenshot: std::env::var_os("STATION_GUI_SCREENSHOT").map(|p| (PathBuf::from(p), 0)),
+            frozen: false,
         }
     }
+}
+
+/// Key of the modes in the context's memory.
+fn modes_id() -> egui::Id {
+    egui::Id::unique("station-after-frame-modes")
+}
+
+/// Whether the window must not take in the threads' reports (a screenshot is being taken).
+pub fn frozen(ctx: &egui::Context) -> bool {
+    ctx.data(|d| d.get_temp::<Modes>(modes_id()))
+        .is_some_and(|m| m.frozen)
 }
 
 /// After drawing: measurement and screenshot modes.
 pub fn after_frame(app: &mut StationApp, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
     let ctx = ui.ctx().clone();
-    let id = egui::Id::unique("station-after-frame-modes");
+    let id = modes_id();
     // Taken out of memory while in use: the context is not locked while this frame's work
     // calls it.
     let mut modes = ctx
@@ -58,7 +74,7 @@ pub fn after_frame(app: &mut StationApp, ui: &mut egui::Ui, frame: &mut eframe::
         bench_frame(b, app, &ctx, frame.info().cpu_usage);
     }
     if let Some((path, frames)) = &mut modes.screenshot {
-        screenshot_frame(path, frames, app, &ctx);
+        modes.frozen |= screenshot_frame(path, frames, app, &ctx);
     }
     ctx.data_mut(|d| d.insert_temp(id, modes));
 }
@@ -102,17 +118,31 @@ fn bench_frame(b: &mut Bench, app: &mut StationApp, ctx: &egui::Context, cpu: Op
     ctx.request_repaint();
 }
 
-/// Once a device has passed and the figures are in, wait 30 frames, save the window's pixels
-/// to `path` and close.
-fn screenshot_frame(path: &Path, frames: &mut u32, app: &StationApp, ctx: &egui::Context) {
-    let passed = matches!(app.device.banner, Some(Banner::Pass { .. }));
-    let settled = app.history.total.unwrap_or(0) > 0 && app.shift.passed > 0;
-    if !(passed && settled) {
-        return;
+/// Once every fixture has finished a device (at least one PASS) and the figures are in,
+/// wait 30 frames, then save the window's pixels to `path` in a frame where every fixture
+/// that has a port shows PASS (with `auto_start` they go on with the next device), and close.
+/// Answers whether the screenshot has been asked for.
+fn screenshot_frame(path: &Path, frames: &mut u32, app: &StationApp, ctx: &egui::Context) -> bool {
+    let online = || {
+        app.fixtures
+            .iter()
+            .filter(|f| !matches!(f.port, PortStatus::Error(_)))
+    };
+    let pass = |f: &&super::fixture::FixtureView| {
+        !f.device.busy && matches!(f.device.banner, Some(Banner::Pass { .. }))
+    };
+    let passed = online().filter(pass).count();
+    let settled = passed > 0
+        && app.history.total.unwrap_or(0) >= passed
+        && app.shift.passed as usize >= passed;
+    if !settled {
+        return false;
     }
-    *frames += 1;
-    if *frames == 30 {
-        // Let the banner settle, then have the renderer read the real pixels back.
+    if *frames < 30 {
+        *frames += 1;
+    } else if *frames == 30 && online().all(|f| pass(&f)) {
+        *frames += 1;
+        // Have the renderer read this frame's real pixels back.
         let path = path.to_path_buf();
         let ctx2 = ctx.clone();
         ctx.request_screenshot(move |image| {
@@ -124,6 +154,7 @@ fn screenshot_frame(path: &Path, frames: &mut u32, app: &StationApp, ctx: &egui:
         });
     }
     ctx.request_repaint();
+    *frames > 30
 }
 
 /// A `/proc/self/status` memory line (`VmRSS:`, `RssAnon:`, `RssFile:`) in MB.

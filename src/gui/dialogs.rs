@@ -40,6 +40,9 @@ pub(super) fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<
         .default_size([700.0, 600.0])
         .show(ctx, |ui| {
             ui.label(RichText::new("Fixture port").strong());
+            if app.is_gang() {
+                fixture_choice(app, ui);
+            }
             ui.horizontal(|ui| {
                 let label = ui.label("Port path, sim or auto");
                 ui.add(egui::TextEdit::singleline(&mut app.port_input))
@@ -89,6 +92,33 @@ pub(super) fn settings(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<
         });
     if !open {
         out.push(UiCommand::ToggleSettings);
+    }
+}
+
+/// Which fixture's port Settings changes (several fixtures).
+fn fixture_choice(app: &mut StationApp, ui: &mut egui::Ui) {
+    let before = app.settings_fixture;
+    let current = app
+        .fixtures
+        .get(before)
+        .map(|f| f.label.clone())
+        .unwrap_or_default();
+    ui.horizontal(|ui| {
+        let label = ui.label("Fixture");
+        egui::ComboBox::from_id_salt("settings-fixture")
+            .selected_text(current)
+            .show_ui(ui, |ui| {
+                for (i, f) in app.fixtures.iter().enumerate() {
+                    ui.selectable_value(&mut app.settings_fixture, i, &f.label);
+                }
+            })
+            .response
+            .labelled_by(label.id);
+    });
+    if app.settings_fixture != before
+        && let Some(f) = app.fixtures.get(app.settings_fixture)
+    {
+        app.port_input = f.configured_port.clone();
     }
 }
 

@@ -11,10 +11,10 @@ use egui_extras::{Column, TableBuilder, TableRow};
 pub(super) const ROW_HEIGHT: f32 = 26.0;
 
 pub(super) fn history(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label(RichText::new("History").strong().size(20.0));
         let label = ui.label("Search serial or registration ID");
-        let r = ui.add(egui::TextEdit::singleline(&mut app.history.search).desired_width(260.0));
+        let r = ui.add(egui::TextEdit::singleline(&mut app.history.search).desired_width(220.0));
         if r.labelled_by(label.id).changed() {
             out.push(UiCommand::SearchChanged);
         }
@@ -22,15 +22,27 @@ pub(super) fn history(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiC
             ui.label(format!("{t} devices"));
         }
     });
+    // Narrower than the columns need (a 1024×768 screen): scroll sideways, cut nothing off.
+    egui::ScrollArea::horizontal()
+        .id_salt("history-columns")
+        .auto_shrink(false)
+        .show(ui, |ui| table(app, ui, out));
+}
+
+/// The table: a row per device, fetched a page at a time.
+fn table(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     let total = app.history.total.unwrap_or(0);
     let mut table = TableBuilder::new(ui)
         .striped(true)
+        // The panel sets the height: fewer rows on a small screen rather than a taller panel.
+        .min_scrolled_height(0.0)
+        .auto_shrink(false)
         .sense(egui::Sense::click())
-        .column(Column::exact(130.0))
-        .column(Column::initial(300.0).resizable(true))
-        .column(Column::initial(180.0).resizable(true))
-        .column(Column::initial(200.0))
-        .column(Column::remainder());
+        .column(Column::exact(110.0))
+        .column(Column::initial(240.0).at_least(120.0).resizable(true))
+        .column(Column::initial(150.0).at_least(100.0).resizable(true))
+        .column(Column::initial(190.0).at_least(170.0))
+        .column(Column::remainder().at_least(140.0));
     if let Some(y) = app.history.scroll_to.take() {
         table = table.vertical_scroll_offset(y);
     }

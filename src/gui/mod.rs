@@ -1,25 +1,31 @@
 //! The technician's window (eframe/egui, glow renderer).
 //!
-//! Owns no workflow logic: a [`worker`] thread per fixture owns the fixture and runs the
-//! library workflow by the station service's rules, the station's jobs thread exports,
-//! uploads and runs the checks, a [`reader`] thread answers database queries; each reports
-//! over a channel and requests a repaint. The UI thread only draws state and turns clicks and
-//! keys into commands ([`app::UiCommand`]), so it never blocks on I/O or the database.
+//! Owns no workflow logic: a [`worker`] thread per fixture (one per `[[fixture]]`, all started
+//! by `workers` and sharing one set of device claims) owns the fixture's device and runs the
+//! library workflow by the station service's rules, the station's jobs thread exports, uploads
+//! and runs the checks, a [`reader`] thread answers database queries; each reports over a
+//! channel and requests a repaint. The UI thread only draws state and turns clicks and keys
+//! into commands ([`app::UiCommand`]), so it never blocks on I/O or the database. One fixture
+//! shows as today's device panel; several show as a grid of tiles (`tiles`).
 
 pub mod app;
 mod bench;
+mod commands;
 mod device_panel;
 mod dialogs;
 mod dps_panel;
+pub mod fixture;
 mod history;
 pub mod jobs_view;
 mod panels;
 mod ports;
 pub mod reader;
 mod shift_panel;
+mod tiles;
 mod widgets;
 mod window;
 pub mod worker;
+mod workers;
 
 use crate::config;
 use crate::device::Opener;
@@ -38,16 +44,8 @@ pub fn run(config_path: Option<&Path>, opener: Opener) -> Result<ExitCode> {
     LAUNCHED.get_or_init(Instant::now);
     let config = config::load(config_path)?;
     let title = format!("Provisioning station — {}", config.station.id);
-    let mut viewport = eframe::egui::ViewportBuilder::default()
-        .with_title(&title)
-        .with_app_id("provisioning-station")
-        .with_inner_size([1280.0, 800.0])
-        .with_min_inner_size([900.0, 600.0]);
-    if let Some(icon) = app::window_icon() {
-        viewport = viewport.with_icon(icon);
-    }
     let options = eframe::NativeOptions {
-        viewport,
+        viewport: window::viewport(&config, &title),
         renderer: eframe::Renderer::Glow,
         ..Default::default()
     };

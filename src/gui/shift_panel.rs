@@ -25,7 +25,7 @@ pub(super) fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec
             ui.separator();
             dps_panel::dps(app, ui, out);
         }
-        if !app.pending.is_empty() {
+        if app.pending.iter().any(|e| !in_progress(app, e)) {
             ui.separator();
             pending(app, ui, out);
         }
@@ -73,11 +73,20 @@ fn export(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     }
 }
 
+/// Whether `e` is pending because a fixture is working on it right now (with several
+/// fixtures, the list is often read while another fixture is mid-device).
+fn in_progress(app: &StationApp, e: &crate::store::Enrollment) -> bool {
+    app.fixtures.iter().any(|f| {
+        f.device.busy
+            && (f.device.serial == e.device_serial || f.device.registration_id == e.registration_id)
+    })
+}
+
 /// Devices left pending by a crash or a pulled cable, each with a Re-run button.
 fn pending(app: &StationApp, ui: &mut egui::Ui, out: &mut Vec<UiCommand>) {
     ui.label(RichText::new("Unfinished devices").strong().color(FAIL_RED));
-    for e in &app.pending {
-        ui.horizontal(|ui| {
+    for e in app.pending.iter().filter(|e| !in_progress(app, e)) {
+        ui.horizontal_wrapped(|ui| {
             ui.label(format!("{} ({})", e.registration_id, e.device_serial));
             if ui.button("Re-run this device").clicked() {
                 out.push(UiCommand::Rerun(e.device_serial.clone()));

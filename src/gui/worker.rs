@@ -1,13 +1,15 @@
-//! The fixture worker: one thread that owns the fixture and the workflow, runs the devices the
-//! UI asks for (or, with `auto_start`, each new device that answers), and reports [`Event`]s
-//! back. The UI thread never touches the port or blocks on it. Which device is next is the
-//! station service's rule ([`NextDevice`]), the same as the command line's.
+//! A fixture worker: one thread per fixture that owns the fixture's device and its own
+//! workflow (with its own database connection), runs the devices the UI asks for (or, with
+//! `auto_start`, each new device that answers), and reports [`Event`]s back tagged with the
+//! fixture's id. The UI thread never touches a port or blocks on it. Which device is next is
+//! the station service's rule ([`NextDevice`]), the same as the command line's. The set of
+//! workers lives in `workers`.
 
-use crate::config::Config;
+use crate::config::FixtureConfig;
 use crate::device::Opener;
-use crate::domain::Event;
+use crate::domain::{Event, FixtureId};
 use crate::station::{NextDevice, Problem};
-use crate::workflow::{DeviceInput, Permissions, Workflow};
+use crate::workflow::{Claims, DeviceInput, Permissions, Workflow};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::Duration;
 
@@ -37,10 +39,16 @@ pub enum Report {
     Finished,
 }
 
-/// Handle of the worker thread.
+/// A report and the fixture it comes from (every worker sends into one channel).
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    pub fixture: FixtureId,
+    pub report: Report,
+}
+
+/// Handle of one worker thread.
 pub struct Worker {
     pub tx: Sender<Command>,
-    pub rx: Receiver<Report>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -53,52 +61,72 @@ impl Drop for Worker {
     }
 }
 
-/// Start the worker for `config`, on `port` if given (else `serial.port`), opening the fixture
-/// with `opener`. `repaint` is called after every report so the UI wakes up.
+/// What a worker needs besides its fixture.
+pub struct Seams {
+    /// Opens the fixture's device (`sim::opener()` or the one the window is given).
+    pub opener: Opener,
+    /// The devices in progress on every fixture of this window (one device, one fixture).
+    pub claims: Claims,
+    /// Where the tagged reports go.
+    pub reports: Sender<Tagged>,
+}
+
+/// Start the worker for `fixture`, on `port` if given (else the fixture's port), opening the
+/// device with `seams.opener`. `repaint` is called after every report so the UI wakes up.
 pub fn spawn(
-    config: Config,
+    fixture: FixtureConfig,
     port: Option<String>,
-    opener: Opener,
+    seams: Seams,
     repaint: impl Fn() + Send + 'static,
 ) -> Worker {
     let (tx, commands) = channel();
-    let (reports, rx) = channel();
     let thread = std::thread::Builder::new()
-        .name("fixture-worker".into())
+        .name(format!("fixture-{}", fixture.id))
         .spawn(move || {
-            let send = |r: Report| {
-                let _ = reports.send(r);
+            let Seams {
+                opener,
+                claims,
+                reports,
+            } = seams;
+            let id = fixture.id.clone();
+            let send = |report: Report| {
+                let _ = reports.send(Tagged {
+                    fixture: id.clone(),
+                    report,
+                });
                 repaint();
             };
-            run(&config, port.as_deref(), &opener, &commands, &send)
+            run(&fixture, port.as_deref(), &opener, claims, &commands, &send)
         })
         .expect("spawn worker thread");
     Worker {
         tx,
-        rx,
         thread: Some(thread),
     }
 }
 
 fn run(
-    config: &Config,
+    fixture: &FixtureConfig,
     port: Option<&str>,
     opener: &Opener,
+    claims: Claims,
     commands: &Receiver<Command>,
     send: &dyn Fn(Report),
 ) {
+    let config = &fixture.config;
     let mut workflow = match Workflow::new(config) {
         Ok(w) => w,
         Err(e) => return send(Report::Unavailable((&e).into())),
     };
+    workflow.set_fixture(fixture.id.clone(), claims);
     for w in workflow.warnings() {
         send(Report::Warning(w));
     }
-    let mut fixture = match opener(config, port) {
+    let mut opened = match opener(config, port) {
         Ok(f) => f,
         Err(e) => return send(Report::Unavailable((&e).into())),
     };
-    let device = fixture.device.as_mut();
+    let device = opened.device.as_mut();
     send(Report::Connected {
         port: device.port().to_string(),
     });

@@ -84,6 +84,7 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
     let mut v = Vec::new();
     v.push(("credential", credential(c)));
     v.push(("database", database(c)));
+    v.push(("audit", audit(c)));
     let dir = c.export_dir();
     v.push(("exported batches", exported_batches(c)));
     v.push((
@@ -128,6 +129,31 @@ fn checks_for(c: &Config) -> Vec<(&'static str, Result<String, Error>)> {
         v.push(("port", result));
     }
     v
+}
+
+/// The audit trail verifies end to end; the doctor run is logged.
+fn audit(c: &Config) -> Result<String, Error> {
+    let store = Store::open(&c.database_path())?;
+    let r = store.verify_audit(None, None)?;
+    let _ = store.audit(
+        "doctor",
+        "",
+        &serde_json::json!({"audit_intact": r.first_break.is_none()}),
+    );
+    match r.first_break {
+        None => Ok(format!(
+            "audit trail intact: {} entries, {} signed heads, {} rows checked",
+            r.entries, r.signatures, r.rows_checked
+        )),
+        Some(b) => Err(Error::Audit {
+            code: crate::error::ErrorCode::AuditBroken,
+            message: format!(
+                "audit trail broken{}: {}",
+                b.seq.map(|s| format!(" at entry {s}")).unwrap_or_default(),
+                b.problem
+            ),
+        }),
+    }
 }
 
 /// The credential source loads (and a TCTI-reached TPM answers).

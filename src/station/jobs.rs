@@ -33,6 +33,44 @@ pub fn keys(config: &Config) -> Result<Option<SymmetricKeySource>> {
     SymmetricKeySource::from_config(config)
 }
 
+/// Log in the audit trail that the station started `what` (a command, the window): the
+/// configuration's SHA-256, the fingerprints of the keys in use, and `detail` (e.g. the
+/// permissions granted).
+pub fn audit_start(
+    config: &Config,
+    store: &Store,
+    what: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let sha = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| crate::domain::hex(&<sha2::Sha256 as sha2::Digest>::digest(&b)))
+            .unwrap_or_else(|e| format!("unreadable: {e}"))
+    };
+    let mut keys_in_use = json!({});
+    if let Ok(Some(k)) = keys(config) {
+        keys_in_use["group_key"] = json!(k.primary.as_ref().map(|g| g.id()));
+        keys_in_use["secondary_group_key"] = json!(k.secondary.as_ref().map(|g| g.id()));
+    }
+    if let Some(x) = &config.attestation.x509 {
+        keys_in_use["ca_cert_sha256"] = json!(sha(&config.resolve(&x.ca_cert)));
+    }
+    if let Some(t) = &config.attestation.tpm {
+        let roots: Vec<String> = t.ek_roots.iter().map(|r| sha(&config.resolve(r))).collect();
+        keys_in_use["ek_roots_sha256"] = json!(roots);
+    }
+    store.audit(
+        "station.start",
+        what,
+        &json!({
+            "config": config.source_path,
+            "config_sha256": sha(&config.source_path),
+            "keys": keys_in_use,
+            "detail": detail,
+        }),
+    )
+}
+
 /// Devices an earlier run left unfinished, and batches committed but never published
 /// (re-created), orphan temporary export files (removed).
 pub fn start_checks(config: &Config, store: &Store) -> Result<Vec<Notice>> {
@@ -96,7 +134,11 @@ fn unfinished(store: &Store) -> Result<Vec<Notice>> {
 
 /// [`start_checks`] on the configured database, as lines for the window.
 fn start_notices(config: &Config) -> Vec<String> {
-    match Store::open(&config.database_path()).and_then(|s| start_checks(config, &s)) {
+    let checked = Store::open(&config.database_path()).and_then(|s| {
+        audit_start(config, &s, "window", json!({}))?;
+        start_checks(config, &s)
+    });
+    match checked {
         Ok(notices) => notices.into_iter().map(|n| n.text).collect(),
         Err(e) => vec![format!(
             "the start-of-run checks failed: [{}] {e}; {}",
@@ -161,14 +203,23 @@ pub fn upload(
     let (mut dps, page_size) = dps(config, endpoint)?;
     let mut store = Store::open(&config.database_path())?;
     let keys = keys(config)?;
-    upload::upload(
+    let options = UploadOptions {
+        manifests: Some(config.export_dir()),
+        ..options.clone()
+    };
+    let summary = upload::upload(
         &mut store,
         &mut dps,
         keys.as_ref(),
-        options,
+        &options,
         page_size,
         emit,
-    )
+    )?;
+    if !options.dry_run {
+        store.audit("upload", dps.base(), &json!(summary))?;
+        store.sign_audit_head("upload")?;
+    }
+    Ok(summary)
 }
 
 /// Read back every uploaded enrollment from DPS and compare (`deep`: every attestation too).
@@ -223,6 +274,8 @@ pub enum Job {
     Verify,
     /// Read one device's registration state.
     Registration(String),
+    /// Log an act of the window in the audit trail: kind, subject (operator log-in/out).
+    Audit(String, String),
     Doctor,
 }
 
@@ -285,6 +338,17 @@ impl Jobs {
                             JobOutcome::Registration(id, r)
                         }
                         Job::Doctor => JobOutcome::Checked(doctor::checks(&config)),
+                        Job::Audit(kind, subject) => {
+                            let logged = Store::open(&config.database_path())
+                                .and_then(|s| s.audit(&kind, &subject, &json!({})));
+                            match logged {
+                                Ok(()) => continue,
+                                Err(e) => JobOutcome::Notices(vec![format!(
+                                    "the audit trail could not log {kind}: [{}] {e}",
+                                    e.code()
+                                )]),
+                            }
+                        }
                     });
                 }
             })

@@ -19,7 +19,7 @@ pub struct Batch {
 }
 
 /// One file of an export batch as it was written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BatchFile {
     /// File name in the export directory.
     pub name: String,

@@ -7,12 +7,16 @@
 //! this binary is refused, and nothing is ever deleted automatically. Private keys never enter
 //! the database; derived symmetric keys neither (they can be re-derived).
 
+pub mod audit;
+pub mod audit_key;
+mod audit_verify;
 mod batches;
 mod enrollments;
 mod schema;
 mod uploads;
 
 pub use crate::domain::{Enrollment, Status};
+pub use audit_verify::{AuditBreak, AuditReport};
 pub use batches::*;
 pub use enrollments::*;
 pub use uploads::*;
@@ -68,6 +72,7 @@ impl Store {
             message: format!("cannot create or restrict the database file: {e}"),
         })?;
         let conn = Connection::open(path).map_err(db_err)?;
+        audit::register_functions(&conn).map_err(db_err)?;
         conn.busy_handler(Some(busy)).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
@@ -80,6 +85,7 @@ impl Store {
             path: display,
         };
         schema::migrate(&mut store.conn, &store.path)?;
+        audit::install(&mut store.conn, &store.path)?;
         Ok(store)
     }
 

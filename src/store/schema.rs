@@ -174,6 +174,31 @@ const MIGRATIONS: &[&str] = &[
         created_at    TEXT NOT NULL
     );
     "#,
+    // 6 -> 7: the audit trail (store/audit.rs). Entries are appended by triggers the station
+    // installs over the audited tables' columns, and by the station for its own acts; the
+    // chain head is signed with the station's audit key (`audit_signatures`).
+    r#"
+    CREATE TABLE audit_log (
+        seq      INTEGER PRIMARY KEY,
+        at       TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        subject  TEXT,
+        row_hash TEXT,
+        detail   TEXT,
+        prev     TEXT NOT NULL,
+        hash     TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_subject ON audit_log(kind, subject);
+    CREATE TABLE audit_signatures (
+        id         INTEGER PRIMARY KEY,
+        head_seq   INTEGER NOT NULL,
+        head_hash  TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        public_key TEXT NOT NULL,
+        signature  TEXT NOT NULL,
+        at         TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -201,6 +226,9 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
             return tx.commit().map_err(err);
         }
         tx.execute_batch(MIGRATIONS[found as usize]).map_err(err)?;
+        // A migration that changed an audited table's columns changes its audit triggers, in
+        // the same transaction (logged, not a break).
+        super::audit::refresh(&tx, found + 1).map_err(err)?;
         tx.pragma_update(None, "user_version", found + 1)
             .map_err(err)?;
         tx.commit().map_err(err)?;

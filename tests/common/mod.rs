@@ -404,6 +404,15 @@ impl Drop for Simulator {
     }
 }
 
+/// A connection to a station database for a test that changes it outside the station (as a
+/// crash or an older station would leave it): the audit hash is registered, so the change is
+/// logged like the station's own.
+pub fn writable_db(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    provisioning_station::store::audit::register_functions(&conn).unwrap();
+    conn
+}
+
 /// JSON lines of an output.
 pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)

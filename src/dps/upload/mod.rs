@@ -48,6 +48,9 @@ pub struct UploadOptions {
     pub dry_run: bool,
     /// Replace enrollments DPS holds with a different attestation (`mode: update`).
     pub update: bool,
+    /// The export directory: each batch's signed manifest there must verify before any of its
+    /// enrollments is sent (`None`: not checked).
+    pub manifests: Option<std::path::PathBuf>,
 }
 
 fn upload_error(code: ErrorCode, message: impl Into<String>) -> Error {
@@ -195,13 +198,18 @@ pub fn upload(
         started: Instant::now(),
     };
     let mut fragments = Fragments::new();
+    let mut verified: HashMap<String, bool> = HashMap::new();
     let mut after = 0;
     loop {
         let candidates = store.upload_candidates(after, PAGE)?;
         let Some(last) = candidates.last() else { break };
         after = last.export_seq;
-        let prepared = candidates
+        let sendable: Vec<&UploadCandidate> = candidates
             .iter()
+            .filter(|c| batch_verified(store, &c.batch, opts, &mut verified, &mut run, emit))
+            .collect();
+        let prepared = sendable
+            .into_iter()
             .map(|c| prepare(c, store, keys, &mut fragments, true))
             .collect::<Result<Vec<_>>>()?;
         for chunk in prepared.chunks(MAX_BULK) {
@@ -216,6 +224,36 @@ pub fn upload(
     run.summary.requests = dps.requests;
     emit(Event::UploadFinished(run.summary));
     Ok(run.summary)
+}
+
+/// Whether `batch`'s manifest verifies (checked once per batch; a refusal is reported once).
+fn batch_verified(
+    store: &Store,
+    batch: &str,
+    opts: &UploadOptions,
+    verified: &mut HashMap<String, bool>,
+    run: &mut Run,
+    emit: &mut dyn FnMut(Event),
+) -> bool {
+    let Some(dir) = &opts.manifests else {
+        return true;
+    };
+    if let Some(ok) = verified.get(batch) {
+        return *ok;
+    }
+    let ok = match super::manifest::require(store, batch, dir) {
+        Ok(()) => true,
+        Err(e) => {
+            run.summary.refused_batches += 1;
+            emit(Event::BatchRefused {
+                batch: batch.to_string(),
+                problem: (&e).into(),
+            });
+            false
+        }
+    };
+    verified.insert(batch.to_string(), ok);
+    ok
 }
 
 /// One upload run's bookkeeping.
