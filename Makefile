@@ -5,7 +5,7 @@ APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps gui-runtime run run-headless test headless bench screenshot screenshot-build screenshot-one screenshot-gang cargo-deb deb deb-check
+.PHONY: deps gui-deps gui-runtime run run-headless test headless bench fuzz cargo-fuzz screenshot screenshot-build screenshot-one screenshot-gang cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -73,6 +73,32 @@ deb-check: deps cargo-deb
 bench: deps gui-deps
 	$(CARGO) bench --bench protocol
 	$(CARGO) bench --bench e2e
+
+# Coverage-guided fuzzing of every parser fed from outside (docs/fuzzing.md): each target of
+# fuzz/ for FUZZ_SECONDS under libFuzzer, which needs a nightly toolchain and cargo-fuzz
+# (installed here once). New inputs go to fuzz/corpus-run/ (not kept); the seeds and the
+# regressions are read, never written. `make test` replays both on stable Rust.
+FUZZ_TARGETS := frames responses csr ek dps_answers config
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS ?= -rss_limit_mb=2048 -timeout=5
+CARGO_FUZZ_VERSION := 0.13.2
+NIGHTLY ?= nightly
+
+cargo-fuzz:
+	@rustup run $(NIGHTLY) rustc --version >/dev/null 2>&1 || \
+	  { echo "fuzzing needs a nightly toolchain: rustup toolchain install $(NIGHTLY)"; exit 1; }
+	@$(CARGO) +$(NIGHTLY) fuzz --version >/dev/null 2>&1 || \
+	  $(CARGO) +$(NIGHTLY) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+fuzz: deps cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus-run/$$t fuzz/regressions/$$t fuzz/artifacts/$$t fuzz/logs; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +$(NIGHTLY) fuzz run $$t fuzz/corpus-run/$$t fuzz/corpus/$$t fuzz/regressions/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) -artifact_prefix=fuzz/artifacts/$$t/ \
+	    2> fuzz/logs/$$t.log || { tail -n 40 fuzz/logs/$$t.log; exit 1; }; \
+	  grep -E '^(Done [0-9]+ runs|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' fuzz/logs/$$t.log; \
+	done
 
 GUI_RUNTIME := libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0
 GUI_PACKAGES := $(GUI_RUNTIME) xvfb xauth

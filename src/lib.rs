@@ -8,6 +8,7 @@
 //!  ├──────────────┴── sim       the device simulator: a peer the layers below never import
 //! station                       run a fixture (next device, stop rules); jobs; labels; doctor
 //! workflow                      one device: identify → credential → pending → write → verify
+//! fuzzing                       entry points that fuzz every parser fed from outside
 //! dps                           DPS model, export, upload
 //! label                         device labels: ZPL from the template, printers, PNG preview
 //! store                         SQLite: enrollments, attempts, batches
@@ -26,6 +27,7 @@ pub mod device;
 pub mod domain;
 pub mod dps;
 pub mod error;
+pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod label;

@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "store",
     "label",
     "dps",
+    "fuzzing",
     "workflow",
     "station",
     "sim",

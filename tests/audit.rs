@@ -187,6 +187,41 @@ fn batch_files_and_manifests_are_checked_against_the_signature() {
 }
 
 #[test]
+fn a_manifest_swapped_in_from_another_batch_is_refused() {
+    let (st, first) = station_with_batch(2);
+    let sim = st.simulator(&["--devices", "2", "--first", "10"]);
+    assert!(
+        st.station(&["provision", "--port", &sim.port, "--count", "2"])
+            .status
+            .success()
+    );
+    let second = json_lines(&st.station(&["--json", "export"]))
+        .pop()
+        .unwrap();
+    let (a, b) = (
+        std::path::PathBuf::from(first["manifest"].as_str().unwrap()),
+        std::path::PathBuf::from(second["manifest"].as_str().unwrap()),
+    );
+    std::fs::copy(&a, &b).unwrap();
+    let out = st.station(&["batch", "verify", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("swapped in"), "{}", text(&out));
+    // The CSV changed by hand is found too.
+    let csv = std::path::PathBuf::from(first["csv"].as_str().unwrap());
+    let edited = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("SIM000001", "SIM000009");
+    std::fs::write(&csv, edited).unwrap();
+    let out = st.station(&["batch", "verify", a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("differs from the manifest"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn upload_refuses_a_batch_without_a_valid_manifest_until_it_is_recreated() {
     let (st, summary) = station_with_batch(2);
     let dps = common::dps_server::FakeDps::start();

@@ -5,6 +5,9 @@ mod common;
 /// Several fixtures (a gang): the tiles.
 #[path = "gui/gang.rs"]
 mod gang;
+/// Device labels (`[label]`): printing after a PASS, the preview, the printer's error, reprint.
+#[path = "gui/labels.rs"]
+mod labels;
 use common::*;
 use eframe::egui;
 use egui_kittest::Harness;

@@ -443,6 +443,24 @@ fn a_service_that_keeps_failing_is_given_up_on_with_nothing_marked() {
     assert!(statuses(&st).is_empty());
 }
 
+/// Found while writing the `dps_answers` fuzz target: the client added the Retry-After wait to
+/// the time already spent, and `Retry-After: 18446744073709551615` overflowed that addition
+/// (a panic) instead of being a wait too long to honour.
+#[test]
+fn a_retry_after_too_large_to_add_is_given_up_on_not_a_panic() {
+    let st = station_with_upload("");
+    provision_and_export(&st, 1);
+    let dps = FakeDps::start();
+    dps.push_fault(Fault::TooMany {
+        retry_after_s: u64::MAX,
+    });
+    let out = upload(&st, &dps, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("upload.gave_up"), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    assert!(statuses(&st).is_empty());
+}
+
 #[test]
 fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
     let st = station_with_upload("");

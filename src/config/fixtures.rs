@@ -173,3 +173,50 @@ pub(super) fn check(fixtures: &[FixtureSection]) -> std::result::Result<(), (Str
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn each_fixture_gets_serial_settings_with_its_own_overrides() {
+        let text = format!(
+            "{}\n[[fixture]]\nid = \"a\"\nport = \"/dev/ttyUSB0\"\nretries = 7\ncommit_timeout_ms = 9000\n\
+             [[fixture]]\nid = \"b\"\nlabel = \"Right\"\nport = \"sim\"\n\
+             [[fixture]]\nid = \"c\"\nport = \"sim\"\nbaud = 57600\n",
+            include_str!("../../station.toml")
+        );
+        let c = crate::config::load_str(&text, Path::new("station.toml")).unwrap();
+        let f = c.fixtures();
+        assert_eq!(f.len(), 3);
+        assert_eq!((f[0].id.0.as_str(), f[0].label.as_str()), ("a", "a"));
+        assert_eq!(f[0].config.serial.port, "/dev/ttyUSB0");
+        assert_eq!(
+            (
+                f[0].config.serial.retries,
+                f[0].config.serial.commit_timeout_ms
+            ),
+            (7, 9000)
+        );
+        assert_eq!(
+            f[1].config.serial.retries, c.serial.retries,
+            "not overridden"
+        );
+        assert_eq!(f[1].label, "Right");
+        // The simulated fixtures: their own serial ranges and flash directories.
+        assert_eq!(f[1].config.simulator.first, c.simulator.first);
+        assert_eq!(f[2].config.simulator.first, c.simulator.first + 100_000);
+        assert_eq!(
+            f[2].config.simulator.flash_dir,
+            c.simulator.flash_dir.join("c")
+        );
+        assert_eq!(f[2].config.serial.baud, 57600);
+        assert!(f.iter().all(|x| x.config.fixtures.is_empty()));
+        assert!(
+            c.fixture("zz")
+                .unwrap_err()
+                .to_string()
+                .contains("fixtures: a, b, c")
+        );
+    }
+}

@@ -154,6 +154,16 @@ fn problem(m: &Manifest, manifest: &Path, key: Option<&[u8]>) -> Option<String> 
         return Some("the signature does not verify: the manifest was changed or swapped".into());
     }
     let dir = manifest.parent().unwrap_or(Path::new("."));
+    let own_name = format!("{}.manifest.json", m.batch);
+    if manifest
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy() != own_name)
+    {
+        return Some(format!(
+            "it is batch {}'s manifest (swapped in under another batch's name)",
+            m.batch
+        ));
+    }
     if m.files.iter().any(|f| !f.name.starts_with(&m.batch)) {
         return Some("it lists files of another batch".into());
     }

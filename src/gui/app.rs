@@ -4,11 +4,13 @@
 
 use super::fixture::{FixtureView, PortStatus};
 use super::jobs_view::JobsView;
+use super::labels_view::LabelsView;
 use super::reader::{self, Answer, Query, Reader};
 use super::worker::{Command, Report};
 use super::workers::Workers;
 use crate::config::Config;
 use crate::device::Opener;
+use crate::domain::Event;
 use crate::station::doctor::Check;
 use crate::station::{Job, JobOutcome, Jobs};
 use crate::store::{AttemptRow, Counts, Enrollment, ShiftStats};
@@ -70,6 +72,8 @@ pub enum UiCommand {
     UsePort(String),
     /// List the serial ports (Settings opened, or Refresh).
     ListPorts,
+    /// Print this device's label again (the details window).
+    Reprint(String),
 }
 
 pub struct StationApp {
@@ -92,6 +96,8 @@ pub struct StationApp {
     pub pending: Vec<Enrollment>,
     /// Export, upload, verification and registration checks: notes and progress.
     pub jobs_view: JobsView,
+    /// The label printer's queue (`[label]`) and what the window shows of it.
+    pub labels: LabelsView,
     pub warnings: Vec<String>,
     pub db_error: Option<String>,
     pub show_settings: bool,
@@ -140,6 +146,8 @@ impl StationApp {
         ctx.set_zoom_factor(config.gui.scale);
         let fixture_configs = config.fixtures();
         let fixtures = fixture_configs.iter().map(FixtureView::new).collect();
+        let ids = fixture_configs.iter().map(|f| f.id.clone()).collect();
+        let labels = LabelsView::start(&config, ids, ctx);
         let workers = Workers::spawn_all(fixture_configs, opener, ctx);
         let jobs = Jobs::spawn(config.clone(), repaint_fn(ctx));
         jobs.send(Job::StartChecks);
@@ -164,6 +172,7 @@ impl StationApp {
             day: ShiftStats::default(),
             pending: Vec::new(),
             jobs_view: JobsView::default(),
+            labels,
             warnings: Vec::new(),
             db_error: None,
             show_settings: false,
@@ -200,6 +209,7 @@ impl StationApp {
         self.drain_reports();
         self.drain_outcomes();
         self.drain_answers();
+        self.labels.poll(&self.ctx);
         if !self.summary_in_flight && Instant::now() >= self.summary_due {
             let day_since = format!("{}T00:00:00Z", &crate::store::now()[..10]);
             let _ = self.reader.tx.send(Query::Summary {
@@ -233,6 +243,13 @@ impl StationApp {
                 Report::Unavailable(p) => f.port = PortStatus::Error(p),
                 Report::Warning(w) => self.warn(w),
                 Report::Event(e) => {
+                    // Only a PASS prints a label; the printer never holds up the device.
+                    if let Event::Passed {
+                        registration_id, ..
+                    } = &e
+                    {
+                        self.labels.passed(&f.id, registration_id);
+                    }
                     if let Some(passed) = f.on_event(&e) {
                         all_passed = Some(all_passed.unwrap_or(true) && passed);
                     }

@@ -1,6 +1,6 @@
 //! Applying what the operator asked for ([`UiCommand`]), after the frame is drawn: starting
 //! fixtures (one, all, a retry, a scan routed by its fixture prefix), the jobs, the history,
-//! the dialogs and the ports.
+//! the dialogs, the ports and label reprints.
 
 use super::app::{StationApp, UiCommand};
 use super::fixture::{PortStatus, route_scan};
@@ -75,6 +75,7 @@ impl StationApp {
             }
             UiCommand::ListPorts => self.ports = super::ports::list(),
             UiCommand::UsePort(port) => self.use_port(port),
+            UiCommand::Reprint(id) => self.labels.reprint(id),
             _ => {}
         }
     }

@@ -1,8 +1,9 @@
 //! The central panel with one fixture: the serial field and Start, the device's steps, and
-//! the result banner. Sizes follow the room there is (the panel scrolls, never cuts off).
+//! the result banner, then the fixture's labels (`[label]`). Sizes follow the room there is (the panel scrolls, never cuts off).
 
 use super::app::{StationApp, UiCommand};
 use super::fixture::{Banner, DeviceView, StepState};
+use super::label_panel;
 use super::widgets::{FAIL_RED, PASS_GREEN, WARN_AMBER, banner, dot};
 use crate::domain::Step;
 use eframe::egui::{self, Color32, RichText};
@@ -50,6 +51,8 @@ pub(super) fn current_device(app: &mut StationApp, ui: &mut egui::Ui, out: &mut 
     }
     ui.add_space(12.0);
     outcome(device, ui, out);
+    ui.add_space(8.0);
+    label_panel::fixture_labels(&app.labels, 0, 20.0, ui);
 }
 
 /// The six steps in as many columns as the width allows (top to bottom, then across).

@@ -2,6 +2,7 @@
 
 use super::app::{StationApp, UiCommand};
 use super::dps_panel;
+use super::label_panel;
 use super::widgets::{FAIL_RED, PASS_GREEN, outcome_color};
 use eframe::egui::{self, RichText};
 
@@ -158,6 +159,7 @@ pub(super) fn details(app: &mut StationApp, ctx: &egui::Context, out: &mut Vec<U
                 }
                 ui.separator();
             }
+            label_panel::reprint(&app.labels, ui, id, enrollment.as_deref(), out);
             dps_panel::registration(app, ui, id, out);
             ui.label(RichText::new("Attempts").strong());
             for a in attempts {

@@ -3,9 +3,10 @@
 //! Owns no workflow logic: a [`worker`] thread per fixture (one per `[[fixture]]`, all started
 //! by `workers` and sharing one set of device claims) owns the fixture's device and runs the
 //! library workflow by the station service's rules, the station's jobs thread exports, uploads
-//! and runs the checks, a [`reader`] thread answers database queries; each reports over a
-//! channel and requests a repaint. The UI thread only draws state and turns clicks and keys
-//! into commands ([`app::UiCommand`]), so it never blocks on I/O or the database. One fixture
+//! and runs the checks, a [`reader`] thread answers database queries, the station's label
+//! queue ([`labels_view`]) prints a device label after each PASS; each reports over a channel
+//! and requests a repaint. The UI thread only draws state and turns clicks and keys into
+//! commands ([`app::UiCommand`]), so it never blocks on I/O or the database. One fixture
 //! shows as today's device panel; several show as a grid of tiles (`tiles`).
 
 pub mod app;
@@ -17,6 +18,8 @@ mod dps_panel;
 pub mod fixture;
 mod history;
 pub mod jobs_view;
+mod label_panel;
+pub mod labels_view;
 mod panels;
 mod ports;
 pub mod reader;

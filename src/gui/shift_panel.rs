@@ -1,8 +1,9 @@
 //! The right-hand panel: shift and day figures, export, DPS (in `dps_panel`), unfinished
-//! devices.
+//! devices, the last label (in `label_panel`).
 
 use super::app::{StationApp, UiCommand};
 use super::dps_panel;
+use super::label_panel;
 use super::widgets::{FAIL_RED, progress};
 use crate::domain::event::Phase;
 use eframe::egui::{self, RichText};
@@ -28,6 +29,10 @@ pub(super) fn shift_panel(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec
         if app.pending.iter().any(|e| !in_progress(app, e)) {
             ui.separator();
             pending(app, ui, out);
+        }
+        if app.labels.on_pass || app.labels.preview.is_some() {
+            ui.separator();
+            label_panel::last_label(&app.labels, ui);
         }
     });
 }

@@ -3,11 +3,13 @@
 //! so the tiles are as large as possible, text scales with them down to a floor, and what
 //! still does not fit scrolls. A tile: label, port, device serial and registration ID, the six
 //! steps in one line, a PASS / FAIL block readable at two metres (with the failure code and
-//! what to do), the serial field, Start and Retry, and the fixture's own counters.
+//! what to do), the fixture's labels (`[label]`), the serial field, Start and Retry, and the
+//! fixture's own counters.
 
 use super::app::{StationApp, UiCommand};
 use super::device_panel::{FIELD_MARGIN, or_dash, step_state};
 use super::fixture::{Banner, FixtureView, PortStatus};
+use super::label_panel;
 use super::widgets::{FAIL_RED, PASS_GREEN, WARN_AMBER, dot};
 use crate::domain::Step;
 use eframe::egui::{self, Color32, RichText, Stroke};
@@ -17,6 +19,8 @@ const TILE: [f32; 2] = [300.0, 290.0];
 /// Text scale bounds: below the floor the grid scrolls instead of shrinking further (at the
 /// floor PASS and FAIL are still large; the details are read up close).
 const SCALE: (f32, f32) = (0.5, 1.3);
+/// A tile's extra height at text scale 1 when it shows its labels (one line).
+const LABEL_LINE: f32 = 22.0;
 /// Space between tiles.
 const GAP: f32 = 8.0;
 /// Start and Retry at text scale 1.
@@ -33,13 +37,14 @@ struct Grid {
 impl Grid {
     /// The grid of `n` tiles in `room` with the largest tiles; when even those are below the
     /// floor, as many columns as fit at the floor's width, scrolling down.
-    fn fit(room: egui::Vec2, n: usize) -> Self {
+    fn fit(room: egui::Vec2, n: usize, extra: f32) -> Self {
         let n = n.max(1);
+        let tile = egui::vec2(TILE[0], TILE[1] + extra);
         let size = |columns: usize| {
             let rows = n.div_ceil(columns);
             let w = (room.x - GAP * (columns - 1) as f32) / columns as f32;
             let h = (room.y - GAP * (rows - 1) as f32) / rows as f32;
-            (egui::vec2(w, h), (w / TILE[0]).min(h / TILE[1]))
+            (egui::vec2(w, h), (w / tile.x).min(h / tile.y))
         };
         let (columns, (tile, scale)) = (1..=n)
             .map(|c| (c, size(c)))
@@ -52,7 +57,7 @@ impl Grid {
                 scale: scale.min(SCALE.1),
             };
         }
-        let floor = egui::vec2(TILE[0], TILE[1]) * SCALE.0;
+        let floor = tile * SCALE.0;
         let columns = (((room.x + GAP) / (floor.x + GAP)) as usize).clamp(1, n);
         let w = (room.x - GAP * (columns - 1) as f32) / columns as f32;
         Self {
@@ -69,7 +74,8 @@ pub(super) fn gang(app: &mut StationApp, ui: &mut egui::Ui, out: &mut Vec<UiComm
     ui.add_space(GAP);
     // Room for the scroll bar too: the grid must fit across even when it scrolls down.
     let room = ui.available_size() - egui::vec2(ui.spacing().scroll.allocated_width(), 0.0);
-    let grid = Grid::fit(room, app.fixtures.len());
+    let extra = if app.labels.on_pass { LABEL_LINE } else { 0.0 };
+    let grid = Grid::fit(room, app.fixtures.len(), extra);
     egui::ScrollArea::vertical()
         .id_salt("fixture-tiles")
         .auto_shrink(false)
@@ -144,6 +150,7 @@ fn tile(app: &mut StationApp, i: usize, grid: Grid, ui: &mut egui::Ui, out: &mut
                 heading(f, s, ui);
                 steps(f, s, ui);
                 result(f, s, ui);
+                label_panel::fixture_labels(&app.labels, i, 15.0 * s, ui);
                 controls(app, i, s, ui, out);
                 let f = &app.fixtures[i];
                 let counts = format!("Passed {} · Failed {}", f.passed, f.failed);

@@ -7,6 +7,10 @@ use super::bench;
 use super::panels;
 use crate::config::Config;
 use eframe::egui;
+use std::time::Duration;
+
+/// How long a closing window waits for queued labels to print.
+const LABELS_DRAIN: Duration = Duration::from_secs(5);
 
 /// The size the window asks for. eframe clamps it to the largest monitor, so a 1024×768 or
 /// 1920×1080 screen gets a window that fills it; a window manager then maximizes it.
@@ -44,8 +48,15 @@ impl eframe::App for StationApp {
         bench::after_frame(self, ui, frame);
     }
 
-    /// Sign the audit trail's head as the window closes.
+    /// Give the label queue a moment to print what it holds (naming what it did not), and
+    /// sign the audit trail's head as the window closes.
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        for job in self.labels.finish(LABELS_DRAIN) {
+            eprintln!(
+                "warning: the label of {0} was not printed; once the printer is back: station label reprint {0}",
+                job.registration_id
+            );
+        }
         if let Ok(store) = crate::store::Store::open(&self.config.database_path()) {
             let _ = store.sign_audit_head("shutdown");
         }

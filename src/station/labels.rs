@@ -311,7 +311,7 @@ fn run(shared: &Shared) {
     while let Some(job) = next(shared) {
         let made = make(shared, &mut store, &job);
         let event = match made {
-            Ok(label) => match deliver(shared, &job, &label) {
+            Ok(label) => match deliver(shared, &job, &label, store.as_ref()) {
                 Some(event) => event,
                 None => break,
             },
@@ -322,6 +322,7 @@ fn run(shared: &Shared) {
                 failed(&mut st, &job, Problem::from(&e), false)
             }
         };
+        record(store.as_ref(), &event);
         (shared.notify)(&event);
     }
     shared.lock().done = true;
@@ -361,8 +362,29 @@ fn make(shared: &Shared, store: &mut Option<Store>, job: &LabelJob) -> crate::Re
     Ok(label)
 }
 
+/// Keep what became of a label in the audit trail (printed, refused by the printer, dropped).
+fn record(store: Option<&Store>, event: &LabelEvent) {
+    let Some(store) = store else { return };
+    let (kind, id) = match event {
+        LabelEvent::LabelPrinted {
+            registration_id, ..
+        } => ("label.printed", registration_id),
+        LabelEvent::LabelFailed {
+            registration_id, ..
+        } => ("label.failed", registration_id),
+    };
+    let detail = serde_json::to_value(event).unwrap_or_default();
+    // A trail that cannot be written is the database's problem, reported where it is used.
+    let _ = store.audit(kind, id, &detail);
+}
+
 /// Send `label` until the printer takes it; the event to report (`None`: abandoned).
-fn deliver(shared: &Shared, job: &LabelJob, label: &Label) -> Option<LabelEvent> {
+fn deliver(
+    shared: &Shared,
+    job: &LabelJob,
+    label: &Label,
+    store: Option<&Store>,
+) -> Option<LabelEvent> {
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -399,6 +421,7 @@ fn deliver(shared: &Shared, job: &LabelJob, label: &Label) -> Option<LabelEvent>
                 if attempts == 1 || new_error {
                     let event = failed(&mut st, job, problem, true);
                     drop(st);
+                    record(store, &event);
                     (shared.notify)(&event);
                     st = shared.lock();
                 }

@@ -58,11 +58,22 @@ fn feed(h: &mut Sha256, v: ValueRef<'_>) {
 
 /// Lowercase hex SHA-256 over `values` as [`feed`] encodes them.
 pub fn hash_values<'a>(values: impl IntoIterator<Item = ValueRef<'a>>) -> String {
+    String::from_utf8(hash_hex(values).to_vec()).expect("hex is ASCII")
+}
+
+/// [`hash_values`] into a buffer (verification compares a million of them).
+pub(crate) fn hash_hex<'a>(values: impl IntoIterator<Item = ValueRef<'a>>) -> [u8; 64] {
     let mut h = Sha256::new();
     for v in values {
         feed(&mut h, v);
     }
-    crate::domain::hex(&h.finalize())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in h.finalize().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    out
 }
 
 /// Register `audit_sha256(…)` on a connection. The station does it on every connection it
@@ -83,10 +94,10 @@ fn append_sql(kind: &str, subject: &str, row_hash: &str, detail: &str) -> String
     format!(
         "INSERT INTO audit_log (seq, at, kind, subject, row_hash, detail, prev, hash) \
          SELECT n, t, k, s, r, d, p, audit_sha256('chain', n, t, k, s, r, d, p) FROM \
-         (SELECT COALESCE((SELECT MAX(seq) FROM audit_log), 0) + 1 AS n, \
+         (SELECT COALESCE(last.seq, 0) + 1 AS n, COALESCE(last.hash, '') AS p, \
                  strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS t, {kind} AS k, CAST({subject} AS TEXT) AS s, \
-                 {row_hash} AS r, {detail} AS d, \
-                 COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), '') AS p)"
+                 {row_hash} AS r, {detail} AS d \
+          FROM (SELECT 1) LEFT JOIN (SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS last)"
     )
 }
 
@@ -242,11 +253,9 @@ pub(super) fn append(
     subject: &str,
     detail: &serde_json::Value,
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        &append_sql("?1", "?2", "NULL", "?3"),
-        params![kind, subject, detail.to_string()],
-    )
-    .map(|_| ())
+    conn.prepare_cached(&append_sql("?1", "?2", "NULL", "?3"))?
+        .execute(params![kind, subject, detail.to_string()])
+        .map(|_| ())
 }
 
 /// The last entry: (seq, hash); `None` on an empty trail.
@@ -281,19 +290,12 @@ impl Store {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        match rowid {
-            Some(r) => self.audit_entry_of("batches", r),
-            None => Ok(None),
-        }
-    }
-
-    /// The entry that logged the insert of row `rowid` of `table`: (seq, hash).
-    pub fn audit_entry_of(&self, table: &str, rowid: i64) -> Result<Option<(i64, String)>> {
+        let Some(rowid) = rowid else { return Ok(None) };
         self.conn
             .query_row(
-                "SELECT seq, hash FROM audit_log WHERE kind IN (?1 || '.insert', ?1 || '.existing') \
-                 AND subject = ?2 ORDER BY seq LIMIT 1",
-                params![table, rowid.to_string()],
+                "SELECT seq, hash FROM audit_log WHERE kind IN ('batches.insert', 'batches.existing') \
+                 AND subject = ?1 ORDER BY seq LIMIT 1",
+                params![rowid.to_string()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()

@@ -2,7 +2,7 @@
 //! head, and every row of the audited tables against the last hash logged for it.
 
 use super::Store;
-use super::audit::{AUDITED, TRIGGERS_RESTORED, columns, hash_values};
+use super::audit::{AUDITED, TRIGGERS_RESTORED, columns, hash_hex};
 use super::audit_key::{AuditKey, head_message, verify};
 use crate::error::Result;
 use base64::Engine;
@@ -42,30 +42,22 @@ type Signed = (i64, String, Vec<u8>, Vec<u8>);
 struct Walk {
     expected_seq: Option<i64>,
     prev: Option<String>,
-    /// The last row hash logged per (table, rowid); `None` after a delete.
-    last: HashMap<(String, String), Option<String>>,
+    /// The last row hash logged per (audited table's index, rowid); `None` after a delete.
+    last: HashMap<(u8, i64), Option<[u8; 64]>>,
     /// Hashes at the seqs a signature names.
     signed: HashMap<i64, String>,
+}
+
+/// A text column as bytes (empty when NULL or not text).
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    Ok(row.get_ref(i)?.as_bytes_or_null()?.unwrap_or_default())
 }
 
 impl Walk {
     /// One entry; the problem, if it breaks the chain.
     fn entry(&mut self, row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<String>> {
         let seq: i64 = row.get(0)?;
-        let raw = |i: usize| row.get_ref(i);
-        let values = [
-            ValueRef::Text(b"chain"),
-            raw(0)?,
-            raw(1)?,
-            raw(2)?,
-            raw(3)?,
-            raw(4)?,
-            raw(5)?,
-            raw(6)?,
-        ];
-        let hash: String = row.get(7)?;
-        let prev: String = row.get(6)?;
-        let kind: String = row.get(2)?;
+        let (prev, hash, kind) = (text(row, 6)?, text(row, 7)?, text(row, 2)?);
         if let Some(want) = self.expected_seq
             && seq != want
         {
@@ -74,37 +66,62 @@ impl Walk {
             )));
         }
         if let Some(p) = &self.prev
-            && *p != prev
+            && p.as_bytes() != prev
         {
             return Ok(Some(
                 "entry does not follow the one before it: entries were inserted, deleted or reordered outside the station".into(),
             ));
         }
-        if hash_values(values) != hash {
+        let mut values = [ValueRef::Text(b"chain"); 8];
+        for (i, v) in values.iter_mut().skip(1).enumerate() {
+            *v = row.get_ref(i)?;
+        }
+        if hash_hex(values).as_slice() != hash {
             return Ok(Some(
                 "entry was edited outside the station (its hash does not match its contents)"
                     .into(),
             ));
         }
-        if kind == TRIGGERS_RESTORED {
+        if kind == TRIGGERS_RESTORED.as_bytes() {
             return Ok(Some(
                 "the audit triggers were removed or altered outside the station (the station restored them here): changes made meanwhile were not logged".into(),
             ));
         }
-        if let Some((table, op)) = kind.split_once('.')
-            && AUDITED.contains(&table)
-        {
-            let subject: String = row.get(3)?;
-            let row_hash: Option<String> = row.get(4)?;
-            let value = (op != "delete").then_some(row_hash).flatten();
-            self.last.insert((table.to_string(), subject), value);
-        }
+        self.log_row(row, kind)?;
+        let hash = std::str::from_utf8(hash).unwrap_or_default();
         if let Some(h) = self.signed.get_mut(&seq) {
-            *h = hash.clone();
+            *h = hash.to_string();
         }
         self.expected_seq = Some(seq + 1);
-        self.prev = Some(hash);
+        match &mut self.prev {
+            Some(p) => {
+                p.clear();
+                p.push_str(hash);
+            }
+            None => self.prev = Some(hash.to_string()),
+        }
         Ok(None)
+    }
+
+    /// Remember the row hash an entry of an audited table logged.
+    fn log_row(&mut self, row: &rusqlite::Row<'_>, kind: &[u8]) -> rusqlite::Result<()> {
+        let kind = std::str::from_utf8(kind).unwrap_or_default();
+        let Some((table, op)) = kind.split_once('.') else {
+            return Ok(());
+        };
+        let Some(t) = AUDITED.iter().position(|a| *a == table) else {
+            return Ok(());
+        };
+        let rowid: i64 = std::str::from_utf8(text(row, 3)?)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(i64::MIN);
+        let value = match (op, text(row, 4)?) {
+            ("delete", _) => None,
+            (_, h) => h.try_into().ok(),
+        };
+        self.last.insert((t as u8, rowid), value);
+        Ok(())
     }
 }
 
@@ -222,7 +239,7 @@ impl Store {
     /// Every row of the audited tables against the last hash the trail logged for it.
     fn check_rows(&self, walk: &mut Walk, checked: &mut u64) -> Result<Option<AuditBreak>> {
         let e = |e: rusqlite::Error| self.err(e);
-        for table in AUDITED {
+        for (t, table) in AUDITED.iter().enumerate() {
             let n = columns(&self.conn, table).map_err(e)?.len();
             let mut stmt = self
                 .conn
@@ -232,12 +249,13 @@ impl Store {
             while let Some(row) = rows.next().map_err(e)? {
                 *checked += 1;
                 let rowid: i64 = row.get(0).map_err(e)?;
-                let mut values = vec![ValueRef::Text(table.as_bytes())];
+                let mut values = Vec::with_capacity(n + 1);
+                values.push(ValueRef::Text(table.as_bytes()));
                 for i in 1..=n {
                     values.push(row.get_ref(i).map_err(e)?);
                 }
-                let hash = hash_values(values);
-                let problem = match walk.last.remove(&(table.to_string(), rowid.to_string())) {
+                let hash = hash_hex(values);
+                let problem = match walk.last.remove(&(t as u8, rowid)) {
                     None | Some(None) => {
                         "was inserted outside the station (the trail never logged it)"
                     }
@@ -253,13 +271,13 @@ impl Store {
             .last
             .iter()
             .filter(|(_, v)| v.is_some())
-            .map(|((t, r), _)| format!("{t} row {r}"))
+            .map(|((t, r), _)| (AUDITED[usize::from(*t)], *r))
             .collect();
         gone.sort();
-        Ok(gone.first().and_then(|g| {
+        Ok(gone.first().and_then(|(t, r)| {
             broke(
                 None,
-                format!("{g} was deleted outside the station (the trail logged no delete)"),
+                format!("{t} row {r} was deleted outside the station (the trail logged no delete)"),
             )
         }))
     }

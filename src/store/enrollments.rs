@@ -195,12 +195,12 @@ impl Store {
             });
         }
         let t = now();
-        tx.execute(
-            &format!("UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
+        tx.prepare_cached(&format!(
+            "UPDATE enrollments SET status = 'provisioned', error_code = NULL, device_digest = ?2, \
                 updated_at = ?3, provisioned_at = ?3, export_seq = {NEXT_SEQ} \
-             WHERE registration_id = ?1 AND status <> 'provisioned'"),
-            params![registration_id, digest, t],
-        )
+             WHERE registration_id = ?1 AND status <> 'provisioned'"
+        ))
+        .and_then(|mut stmt| stmt.execute(params![registration_id, digest, t]))
         .map_err(e)?;
         insert_attempt(&tx, attempt).map_err(e)?;
         tx.commit().map_err(e)
@@ -215,11 +215,18 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
         if let Some(id) = attempt.registration_id {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE enrollments SET status = 'failed', error_code = ?2, updated_at = ?3 \
                  WHERE registration_id = ?1 AND device_serial IS ?4 AND status <> 'provisioned'",
-                params![id, attempt.error_code, now(), attempt.device_serial],
             )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id,
+                    attempt.error_code,
+                    now(),
+                    attempt.device_serial
+                ])
+            })
             .map_err(e)?;
         }
         insert_attempt(&tx, attempt).map_err(e)?;
@@ -390,11 +397,6 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))
     }
-
-    /// Another connection to the same database (for a second reader thread).
-    pub fn reopen(&self) -> Result<Store> {
-        Store::open(std::path::Path::new(&self.path))
-    }
 }
 
 /// Attempt statistics over a period (a shift, a day).
@@ -430,11 +432,13 @@ pub struct AttemptRow {
 }
 
 fn insert_attempt(tx: &rusqlite::Transaction<'_>, a: &Attempt<'_>) -> rusqlite::Result<usize> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO attempts (registration_id, device_serial, outcome, error_code, message, \
             station, operator, port, started_at, duration_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             a.registration_id,
             a.device_serial,
             if a.passed { "passed" } else { "failed" },
@@ -445,8 +449,8 @@ fn insert_attempt(tx: &rusqlite::Transaction<'_>, a: &Attempt<'_>) -> rusqlite::
             a.port,
             a.started_at,
             a.duration_ms as i64,
-        ],
-    )
+        ])
+    })
 }
 
 /// Check the row already held for `new`'s registration ID, if any, and supersede it when
@@ -497,18 +501,16 @@ fn check_existing(
 /// Keep the provisioned version of `registration_id` in `superseded_enrollments` and turn
 /// its row back to pending.
 fn supersede(tx: &rusqlite::Transaction<'_>, registration_id: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        &format!(
-            "INSERT INTO superseded_enrollments ({SUPERSEDED_COLUMNS}, superseded_at) \
+    tx.prepare_cached(&format!(
+        "INSERT INTO superseded_enrollments ({SUPERSEDED_COLUMNS}, superseded_at) \
              SELECT {SUPERSEDED_COLUMNS}, ?2 FROM enrollments WHERE registration_id = ?1"
-        ),
-        params![registration_id, now()],
-    )?;
-    tx.execute(
+    ))
+    .and_then(|mut stmt| stmt.execute(params![registration_id, now()]))?;
+    tx.prepare_cached(
         "UPDATE enrollments SET status = 'pending', export_seq = NULL, provisioned_at = NULL \
          WHERE registration_id = ?1",
-        [registration_id],
-    )?;
+    )
+    .and_then(|mut stmt| stmt.execute([registration_id]))?;
     Ok(())
 }
 
@@ -548,8 +550,7 @@ fn upsert_pending(
     let cert = c.certificate();
     let tpm = c.tpm();
     let (primary, secondary) = c.stored_keys();
-    tx.execute(
-        "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
+    tx.prepare_cached("INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
             attestation_type, key_source, primary_key, secondary_key, group_key_id, status, \
             station, line, operator, created_at, updated_at, public_material, cert_serial, \
             cert_thumbprint, cert_not_before, cert_not_after, storage_root_key, ek_hash, \
@@ -567,8 +568,8 @@ fn upsert_pending(
             cert_not_after = excluded.cert_not_after, storage_root_key = excluded.storage_root_key, \
             ek_hash = excluded.ek_hash, ek_certificate = excluded.ek_certificate, \
             ek_cert_issuer = excluded.ek_cert_issuer, ek_cert_status = excluded.ek_cert_status, \
-            expected_digest = excluded.expected_digest",
-        params![
+            expected_digest = excluded.expected_digest")
+        .and_then(|mut stmt| stmt.execute(params![
             new.registration_id,
             new.device_serial,
             new.firmware,
@@ -594,6 +595,5 @@ fn upsert_pending(
             tpm.and_then(|t| t.ek_cert_issuer.as_deref()),
             tpm.map(|t| t.ek_cert_status.as_str()),
             new.expected_digest,
-        ],
-    )
+        ]))
 }

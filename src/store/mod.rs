@@ -89,6 +89,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Another connection to the same database (for a second reader thread).
+    pub fn reopen(&self) -> Result<Store> {
+        Store::open(Path::new(&self.path))
+    }
+
     /// Prove the database can be written (file and directory permissions, read-only
     /// mounts, a full disk) with one real write, before a device is touched.
     pub fn check_writable(&mut self) -> Result<()> {

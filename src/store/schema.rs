@@ -188,7 +188,8 @@ const MIGRATIONS: &[&str] = &[
         prev     TEXT NOT NULL,
         hash     TEXT NOT NULL
     );
-    CREATE INDEX audit_log_subject ON audit_log(kind, subject);
+    CREATE INDEX audit_log_batches ON audit_log(subject)
+        WHERE kind IN ('batches.insert', 'batches.existing');
     CREATE TABLE audit_signatures (
         id         INTEGER PRIMARY KEY,
         head_seq   INTEGER NOT NULL,

@@ -21,57 +21,7 @@ impl StationCa {
     /// Check `csr_der` (signature, subject CN = `registration_id`, key type = the configured
     /// one) and mint the device certificate for its key.
     pub fn mint_from_csr(&self, csr_der: &[u8], registration_id: &str) -> Result<Minted> {
-        let csr_error = |code: ErrorCode, message: String| Error::Csr { code, message };
-        let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
-            csr_error(
-                ErrorCode::X509CsrInvalid,
-                format!("the device's CSR does not parse: {e}"),
-            )
-        })?;
-        let info = &csr.certification_request_info;
-        let cns: Vec<&str> = info
-            .subject
-            .iter_common_name()
-            .filter_map(|cn| cn.as_str().ok())
-            .collect();
-        if cns != [registration_id] {
-            return Err(csr_error(
-                ErrorCode::X509CsrSubjectMismatch,
-                format!("the CSR's subject CN is {cns:?}, expected [\"{registration_id}\"]"),
-            ));
-        }
-        let found = csr_key_type(&info.subject_pki);
-        if found != Some(self.key_type) {
-            return Err(csr_error(
-                ErrorCode::X509CsrKeyUnsupported,
-                format!(
-                    "the CSR's key is {}; this station issues {} certificates",
-                    found.map_or_else(|| describe_key(&info.subject_pki), |k| k.name().to_string()),
-                    self.key_type.name()
-                ),
-            ));
-        }
-        // The certificate's key algorithm is taken from the CSR's signature algorithm: a P-256
-        // key signing with SHA-384 (or the reverse) would give a certificate naming the wrong
-        // curve. One signature algorithm per key type (protocol.md, GEN_CSR).
-        let expected = expected_signature(self.key_type);
-        if csr.signature_algorithm.algorithm != expected.0 {
-            return Err(csr_error(
-                ErrorCode::X509CsrInvalid,
-                format!(
-                    "the CSR is signed with {}; a {} key must sign with {}",
-                    csr.signature_algorithm.algorithm,
-                    self.key_type.name(),
-                    expected.1
-                ),
-            ));
-        }
-        let parsed = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
-            csr_error(
-                ErrorCode::X509CsrInvalid,
-                format!("the CSR's signature does not verify or it asks for unsupported extensions ({e})"),
-            )
-        })?;
+        let parsed = check_csr(csr_der, registration_id, self.key_type)?;
         self.sign(&parsed.public_key, registration_id)
     }
 
@@ -153,6 +103,79 @@ impl StationCa {
         };
         leaf.validity().is_valid() && leaf.verify_signature(Some(ca.public_key())).is_ok()
     }
+}
+
+/// The checks of protocol.md (GEN_CSR) on a device's CSR: it parses, its subject is exactly
+/// CN = `registration_id`, its key is `key_type`, it is signed with that key type's one
+/// algorithm and the signature verifies. The error says which check failed.
+pub(crate) fn check_csr(
+    csr_der: &[u8],
+    registration_id: &str,
+    key_type: X509KeyType,
+) -> Result<CertificateSigningRequestParams> {
+    let csr_error = |code: ErrorCode, message: String| Error::Csr { code, message };
+    let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
+        csr_error(
+            ErrorCode::X509CsrInvalid,
+            format!("the device's CSR does not parse: {e}"),
+        )
+    })?;
+    let info = &csr.certification_request_info;
+    let cns: Vec<&str> = info
+        .subject
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .collect();
+    if cns != [registration_id] {
+        return Err(csr_error(
+            ErrorCode::X509CsrSubjectMismatch,
+            format!("the CSR's subject CN is {cns:?}, expected [\"{registration_id}\"]"),
+        ));
+    }
+    // protocol.md: the subject is exactly one attribute, the CN.
+    if info.subject.iter_attributes().count() != 1 {
+        return Err(csr_error(
+            ErrorCode::X509CsrSubjectMismatch,
+            format!(
+                "the CSR's subject is `{}`; it must be CN={registration_id} alone",
+                info.subject
+            ),
+        ));
+    }
+    let found = csr_key_type(&info.subject_pki);
+    if found != Some(key_type) {
+        return Err(csr_error(
+            ErrorCode::X509CsrKeyUnsupported,
+            format!(
+                "the CSR's key is {}; this station issues {} certificates",
+                found.map_or_else(|| describe_key(&info.subject_pki), |k| k.name().to_string()),
+                key_type.name()
+            ),
+        ));
+    }
+    // The certificate's key algorithm is taken from the CSR's signature algorithm: a P-256
+    // key signing with SHA-384 (or the reverse) would give a certificate naming the wrong
+    // curve. One signature algorithm per key type (protocol.md, GEN_CSR).
+    let expected = expected_signature(key_type);
+    if csr.signature_algorithm.algorithm != expected.0 {
+        return Err(csr_error(
+            ErrorCode::X509CsrInvalid,
+            format!(
+                "the CSR is signed with {}; a {} key must sign with {}",
+                csr.signature_algorithm.algorithm,
+                key_type.name(),
+                expected.1
+            ),
+        ));
+    }
+    CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(|e| {
+        csr_error(
+            ErrorCode::X509CsrInvalid,
+            format!(
+                "the CSR's signature does not verify or it asks for unsupported extensions ({e})"
+            ),
+        )
+    })
 }
 
 pub(super) fn random_serial() -> Result<SerialNumber> {

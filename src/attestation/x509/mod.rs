@@ -13,6 +13,7 @@ mod mint;
 mod tests;
 
 pub use dev_ca::{DevCa, init_dev_ca};
+pub(crate) use mint::check_csr;
 
 use super::{CredentialSource, Inspection, Requirement};
 use crate::config::{X509KeySource, X509KeyType};

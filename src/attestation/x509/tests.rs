@@ -217,6 +217,23 @@ fn refuses_bad_csrs() {
     );
 }
 
+/// Found by the `csr` fuzz target's subject property on an adversarial seed (kept as
+/// fuzz/regressions/csr/subject-with-an-organization): the
+/// subject's CN was checked, not that it is the subject's one attribute (protocol.md, GEN_CSR).
+#[test]
+fn a_csr_whose_subject_has_more_than_the_cn_is_refused() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "sn-0001");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "not the station's");
+    let der = p.serialize_request(&key).unwrap().der().to_vec();
+    let e = check_csr(&der, "sn-0001", X509KeyType::P256).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::X509CsrSubjectMismatch);
+    assert!(e.to_string().contains("CN=sn-0001 alone"), "{e}");
+    check_csr(&csr(&key, "sn-0001"), "sn-0001", X509KeyType::P256).unwrap();
+}
+
 #[test]
 fn station_keys_of_each_type_match_their_certificates() {
     let ca = ca_with(good_params(), false, false);

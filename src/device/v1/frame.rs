@@ -148,6 +148,14 @@ fn parse(raw: &[u8]) -> Result<Frame, FrameError> {
     })
 }
 
+/// The most bytes a frame with a body of `max_body` bytes occupies between its delimiters:
+/// header, body and CRC, plus COBS's one byte per 254 and its leading code byte, plus slack.
+/// A [`Decoder`] discards anything longer as [`FrameError::Oversize`].
+pub fn max_wire(max_body: usize) -> usize {
+    let raw = max_body + OVERHEAD;
+    raw + raw / 254 + 2
+}
+
 /// Streaming decoder: feed bytes as they arrive, take frames and errors out.
 #[derive(Debug)]
 pub struct Decoder {
@@ -160,11 +168,10 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that accepts frames whose body is at most `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
-        let raw = max_body + OVERHEAD;
         Self {
             buf: Vec::with_capacity(256),
             scratch: Vec::with_capacity(256),
-            max_wire: raw + raw / 254 + 2,
+            max_wire: max_wire(max_body),
             overflowed: false,
         }
     }

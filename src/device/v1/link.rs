@@ -83,6 +83,13 @@ impl Link {
         }
     }
 
+    /// Number the next request `seq` + 1 instead of from a random start: for tests and fuzzing,
+    /// which must replay a device's answers exactly.
+    pub fn starting_after(mut self, seq: u8) -> Self {
+        self.seq = seq;
+        self
+    }
+
     /// Port name, for messages.
     pub fn port(&self) -> &str {
         self.transport.port_name()

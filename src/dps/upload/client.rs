@@ -184,27 +184,6 @@ impl Dps {
         }
     }
 
-    /// A JSON answer that may be "not there" (404); refusals and other statuses are errors.
-    fn json_or_absent(&self, what: &str, r: Reply) -> Result<Option<Value>> {
-        match r.status {
-            200 => serde_json::from_str(&r.body)
-                .map(Some)
-                .map_err(|e| upload_error(ErrorCode::UploadBadResponse, format!("{what}: {e}"))),
-            404 => Ok(None),
-            401 | 403 => Err(upload_error(
-                ErrorCode::UploadUnauthorized,
-                format!(
-                    "{what}: DPS refused the signature (HTTP {}): {}",
-                    r.status, r.body
-                ),
-            )),
-            s => Err(upload_error(
-                ErrorCode::UploadHttp,
-                format!("{what}: HTTP {s}: {}", r.body),
-            )),
-        }
-    }
-
     /// GET one enrollment as DPS shows it (never with symmetric keys): `None` if not held.
     pub(super) fn get(
         &mut self,
@@ -213,7 +192,7 @@ impl Dps {
     ) -> Result<Option<Value>> {
         let path = format!("/enrollments/{}", url_encode(registration_id));
         let r = self.send("GET", &path, None, emit)?;
-        self.json_or_absent(&format!("GET {path}"), r)
+        json_or_absent(&format!("GET {path}"), r)
     }
 
     /// An enrollment's attestation with its keys (`IndividualEnrollment_GetAttestationMechanism`,
@@ -229,7 +208,7 @@ impl Dps {
         );
         // The operation takes no body (as the service SDKs call it).
         let r = self.send("POST", &path, None, emit)?;
-        self.json_or_absent(&format!("POST {path}"), r)
+        json_or_absent(&format!("POST {path}"), r)
     }
 
     /// One page of `POST /enrollments/query` (`{"query": "*"}`): the enrollments (without
@@ -252,24 +231,7 @@ impl Dps {
             &headers,
             emit,
         )?;
-        let next = r.continuation.clone();
-        if next.is_some() && next.as_deref() == continuation {
-            return Err(upload_error(
-                ErrorCode::UploadBadResponse,
-                "POST /enrollments/query: DPS answered the same continuation token again",
-            ));
-        }
-        match self.json_or_absent("POST /enrollments/query", r)? {
-            Some(Value::Array(items)) => Ok((items, next)),
-            Some(_) => Err(upload_error(
-                ErrorCode::UploadBadResponse,
-                "POST /enrollments/query: the answer is not an array of enrollments",
-            )),
-            None => Err(upload_error(
-                ErrorCode::UploadHttp,
-                "POST /enrollments/query: HTTP 404 (is the endpoint a DPS service API?)",
-            )),
-        }
+        query_answer(r, continuation)
     }
 
     /// A device's registration state (`GET /registrations/{id}`): `None` until it registers.
@@ -280,7 +242,54 @@ impl Dps {
     ) -> Result<Option<Value>> {
         let path = format!("/registrations/{}", url_encode(registration_id));
         let r = self.send("GET", &path, None, emit)?;
-        self.json_or_absent(&format!("GET {path}"), r)
+        json_or_absent(&format!("GET {path}"), r)
+    }
+}
+
+/// A JSON answer that may be "not there" (404); refusals and other statuses are errors.
+pub(super) fn json_or_absent(what: &str, r: Reply) -> Result<Option<Value>> {
+    match r.status {
+        200 => serde_json::from_str(&r.body)
+            .map(Some)
+            .map_err(|e| upload_error(ErrorCode::UploadBadResponse, format!("{what}: {e}"))),
+        404 => Ok(None),
+        401 | 403 => Err(upload_error(
+            ErrorCode::UploadUnauthorized,
+            format!(
+                "{what}: DPS refused the signature (HTTP {}): {}",
+                r.status, r.body
+            ),
+        )),
+        s => Err(upload_error(
+            ErrorCode::UploadHttp,
+            format!("{what}: HTTP {s}: {}", r.body),
+        )),
+    }
+}
+
+/// One query page's enrollments and the next page's continuation token, from DPS's answer to
+/// the page asked for with `continuation`.
+pub(super) fn query_answer(
+    r: Reply,
+    continuation: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>)> {
+    let next = r.continuation.clone();
+    if next.is_some() && next.as_deref() == continuation {
+        return Err(upload_error(
+            ErrorCode::UploadBadResponse,
+            "POST /enrollments/query: DPS answered the same continuation token again",
+        ));
+    }
+    match json_or_absent("POST /enrollments/query", r)? {
+        Some(Value::Array(items)) => Ok((items, next)),
+        Some(_) => Err(upload_error(
+            ErrorCode::UploadBadResponse,
+            "POST /enrollments/query: the answer is not an array of enrollments",
+        )),
+        None => Err(upload_error(
+            ErrorCode::UploadHttp,
+            "POST /enrollments/query: HTTP 404 (is the endpoint a DPS service API?)",
+        )),
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod client;
 mod compare;
+pub(crate) mod parsers;
 #[cfg(test)]
 mod tests;
 mod verify;
