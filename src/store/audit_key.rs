@@ -1,5 +1,6 @@
 //! The station's audit key: an Ed25519 key pair made at first start, its private part (PKCS#8)
-//! owner-only next to the database (`<database>.audit-key`). It signs the audit chain's head and
+//! owner-only next to the database (`<database>.audit-key`; group-readable in the installer's
+//! set-group-ID data directory, which the station's accounts share). It signs the audit chain's head and
 //! every batch manifest; its public part (`station audit key`) goes to the back office, which
 //! verifies with it.
 
@@ -53,10 +54,19 @@ impl AuditKey {
                     .map_err(|_| Error::Internal {
                         message: "cannot generate the audit key".into(),
                     })?;
+                // Owner-only; group-readable in a set-group-ID directory (the installer's
+                // data directory, shared by the station's accounts like the database).
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let shared = dir
+                    .and_then(|d| std::fs::metadata(d).ok())
+                    .is_some_and(|m| {
+                        use std::os::unix::fs::PermissionsExt;
+                        m.permissions().mode() & 0o2000 != 0
+                    });
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(0o600)
+                    .mode(if shared { 0o640 } else { 0o600 })
                     .open(&path)
                     .map_err(file_err("cannot create the audit key"))?;
                 f.write_all(doc.as_ref())
