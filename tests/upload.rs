@@ -444,13 +444,17 @@ fn a_service_that_keeps_failing_is_given_up_on_with_nothing_marked() {
 }
 
 /// Found while writing the `dps_answers` fuzz target: the client added the Retry-After wait to
-/// the time already spent, and `Retry-After: 18446744073709551615` overflowed that addition
-/// (a panic) instead of being a wait too long to honour.
+/// the time already spent, and `Retry-After: 18446744073709551615` after a second of retries
+/// overflowed that addition (a panic) instead of being a wait too long to honour.
 #[test]
 fn a_retry_after_too_large_to_add_is_given_up_on_not_a_panic() {
     let st = station_with_upload("");
     provision_and_export(&st, 1);
     let dps = FakeDps::start();
+    // Backoffs of at least 0.25, 0.5 and 1 s: more than a second has passed when it comes.
+    for _ in 0..3 {
+        dps.push_fault(Fault::ServerError);
+    }
     dps.push_fault(Fault::TooMany {
         retry_after_s: u64::MAX,
     });

@@ -285,6 +285,25 @@ mod tests {
         assert_eq!(registration_id(b"abc").len(), 52);
     }
 
+    /// Found by the `ek` fuzz target (fuzz/regressions/ek/size-prefix-covering-bytes-the-
+    /// structure-does-not-hold): a TPM2B_PUBLIC whose RSA unique size was cut to 0 and whose
+    /// size prefix still covered the old modulus was accepted as an EK with an empty modulus,
+    /// its registration ID taken from bytes the structure does not hold.
+    #[test]
+    fn an_ek_with_bytes_its_structure_does_not_hold_is_refused() {
+        let input = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/ek/size-prefix-covering-bytes-the-structure-does-not-hold"
+        ))
+        .unwrap();
+        // The fuzz input: policy, then a READ_EK body whose first field is the EK.
+        let body = &input[3..];
+        let n = u16::from_le_bytes([body[0], body[1]]) as usize;
+        let e = ek_key(&body[2..2 + n]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TpmBadEk);
+        assert!(e.to_string().contains("not the 60 bytes"), "{e}");
+    }
+
     #[test]
     fn malformed_ek_is_refused() {
         assert_eq!(

@@ -79,15 +79,32 @@ pub fn ek_key(tpm2b_public: &[u8]) -> Result<EkKey> {
     }
     let buffer = PublicBuffer::unmarshall(tpm2b_public).map_err(|e| bad(e.to_string()))?;
     let public = Public::try_from(buffer).map_err(|e| bad(e.to_string()))?;
-    match public {
-        Public::Rsa { unique, .. } => Ok(EkKey::Rsa {
+    // DPS and the device derive the registration ID from these very bytes: bytes inside the
+    // size prefix that the structure does not hold would make another EK of the same key.
+    let canonical = tpm2b(public.clone()).map_err(|e| bad(e.to_string()))?;
+    if canonical != tpm2b_public {
+        return Err(bad(format!(
+            "its {} bytes are not the {} bytes its structure marshals to",
+            tpm2b_public.len(),
+            canonical.len()
+        )));
+    }
+    let key = match public {
+        Public::Rsa { unique, .. } => EkKey::Rsa {
             modulus: unique.value().to_vec(),
-        }),
-        Public::Ecc { unique, .. } => Ok(EkKey::Ecc {
+        },
+        Public::Ecc { unique, .. } => EkKey::Ecc {
             x: unique.x().value().to_vec(),
             y: unique.y().value().to_vec(),
-        }),
-        _ => Err(bad("not an RSA or ECC key".into())),
+        },
+        _ => return Err(bad("not an RSA or ECC key".into())),
+    };
+    match &key {
+        EkKey::Rsa { modulus } if modulus.is_empty() => Err(bad("its RSA modulus is empty".into())),
+        EkKey::Ecc { x, y } if x.is_empty() || y.is_empty() => {
+            Err(bad("its ECC point is empty".into()))
+        }
+        _ => Ok(key),
     }
 }
 

@@ -42,7 +42,7 @@ pub fn dps_answers(data: &[u8]) {
     let shape = b.u8();
     let tokens = if parser == 2 { b.u8() % 4 } else { 0 };
     let rest = b.rest();
-    let text = if shape % 2 == 0 {
+    let text = if shape.is_multiple_of(2) {
         String::from_utf8_lossy(rest).into_owned()
     } else {
         generated(rest).to_string()
@@ -152,8 +152,10 @@ fn shown(v: &Value) {
             &v["attestation"],
         ));
         for line in reported {
-            // A type mismatch prints both types, which DPS could spell as anything.
-            if line.starts_with("attestation.type:") {
+            // Only attestation differences could show a key; a type mismatch prints both
+            // types, which DPS may spell as anything (even as a key's text), and other fields
+            // print what DPS holds in them.
+            if !line.starts_with("attestation.") || line.starts_with("attestation.type:") {
                 continue;
             }
             for key in KEYS {

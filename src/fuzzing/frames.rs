@@ -34,10 +34,18 @@ pub fn frames(data: &[u8]) {
     assert_eq!(whole, expected, "the decoder disagrees with the reference");
 
     let step = data.first().map_or(1, |b| *b as usize % 67 + 1);
-    let mut split = Vec::with_capacity(expected.len());
+    let mut split = Vec::with_capacity(expected.len() + 1);
     let mut decoder = Decoder::new(STATION_MAX_BODY);
-    for chunk in data.chunks(step) {
-        decoder.push(chunk, |r| split.push(r));
+    let ((), largest) = largest_allocation(|| {
+        for chunk in data.chunks(step) {
+            decoder.push(chunk, |r| split.push(r));
+        }
+    });
+    if let Some(largest) = largest {
+        assert!(
+            largest <= limit,
+            "decoding reads of {step} bytes allocated {largest} bytes at once; the largest frame is {limit} bytes"
+        );
     }
     assert_eq!(split, expected, "reads of {step} bytes decode differently");
 

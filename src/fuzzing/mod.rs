@@ -28,9 +28,12 @@ pub use ek::ek;
 pub use frames::frames;
 pub use responses::responses;
 
+/// A fuzz target: its name and its entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The fuzz targets, by name: each is a directory of `fuzz/corpus/` and `fuzz/regressions/`
 /// and a file of `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("frames", frames),
     ("responses", responses),
     ("csr", csr),

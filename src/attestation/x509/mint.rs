@@ -114,12 +114,18 @@ pub(crate) fn check_csr(
     key_type: X509KeyType,
 ) -> Result<CertificateSigningRequestParams> {
     let csr_error = |code: ErrorCode, message: String| Error::Csr { code, message };
-    let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
+    let (rest, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
         csr_error(
             ErrorCode::X509CsrInvalid,
             format!("the device's CSR does not parse: {e}"),
         )
     })?;
+    if !rest.is_empty() {
+        return Err(csr_error(
+            ErrorCode::X509CsrInvalid,
+            format!("{} bytes follow the CSR's DER", rest.len()),
+        ));
+    }
     let info = &csr.certification_request_info;
     let cns: Vec<&str> = info
         .subject

@@ -234,6 +234,19 @@ fn a_csr_whose_subject_has_more_than_the_cn_is_refused() {
     check_csr(&csr(&key, "sn-0001"), "sn-0001", X509KeyType::P256).unwrap();
 }
 
+/// Found by the `csr` fuzz target (fuzz/regressions/csr/bytes-after-the-der): a valid CSR
+/// followed by more bytes was accepted, the rest ignored.
+#[test]
+fn a_csr_followed_by_more_bytes_is_refused() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut der = csr(&key, "sn-0001");
+    check_csr(&der, "sn-0001", X509KeyType::P256).unwrap();
+    der.push(0);
+    let e = check_csr(&der, "sn-0001", X509KeyType::P256).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::X509CsrInvalid);
+    assert!(e.to_string().contains("1 bytes follow"), "{e}");
+}
+
 #[test]
 fn station_keys_of_each_type_match_their_certificates() {
     let ca = ca_with(good_params(), false, false);

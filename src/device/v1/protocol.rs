@@ -281,9 +281,10 @@ pub fn encode_device_info(d: &HelloInfo) -> Vec<u8> {
     b
 }
 
-/// Decode a HELLO response body.
+/// Decode a HELLO response body. `provisioned` is 0 or 1; any other value is malformed, as a
+/// reserved digest state is.
 pub fn decode_device_info(b: &[u8]) -> Option<HelloInfo> {
-    if b.len() < 8 {
+    if b.len() < 8 || b[7] > 1 {
         return None;
     }
     let mut i = 8;
@@ -420,6 +421,26 @@ mod tests {
         let b = encode_device_info(&d);
         assert_eq!(decode_device_info(&b), Some(d));
         assert_eq!(decode_device_info(&b[..b.len() - 1]), None);
+    }
+
+    /// Found by the `responses` fuzz target (fuzz/regressions/responses/hello-provisioned-byte-4):
+    /// a `provisioned` byte of 4 was read as "holds an identity" and re-encoded as 1.
+    #[test]
+    fn a_hello_whose_provisioned_byte_is_neither_0_nor_1_is_malformed() {
+        let mut b = encode_device_info(&HelloInfo {
+            version: 1,
+            max_body: 1024,
+            capabilities: capability::SYMMETRIC_KEY,
+            provisioned: true,
+            serial: "SN0001".into(),
+            firmware: "1".into(),
+            model: "m".into(),
+        });
+        assert!(decode_device_info(&b).unwrap().provisioned);
+        for v in [2, 4, 0xFF] {
+            b[7] = v;
+            assert_eq!(decode_device_info(&b), None, "provisioned byte {v}");
+        }
     }
 
     #[test]

@@ -165,7 +165,8 @@ impl Dps {
                 .min(BACKOFF_MAX);
             let jittered = backoff.mul_f64(0.5 + 0.5 * jitter());
             let wait = retry_after.map_or(jittered, |r| r.max(jittered));
-            if start.elapsed() + wait > self.give_up {
+            // Saturating: a Retry-After of u64::MAX seconds is a wait too long, not a panic.
+            if start.elapsed().saturating_add(wait) > self.give_up {
                 return Err(upload_error(
                     ErrorCode::UploadGaveUp,
                     format!(

@@ -78,3 +78,15 @@ fn registration_states_are_read_as_dps_writes_them() {
     assert_eq!(a.assigned_hub.as_deref(), Some("hub-a.azure-devices.net"));
     assert_eq!(a.error, None);
 }
+
+/// Found by the `dps_answers` fuzz target
+/// (fuzz/regressions/dps_answers/registration-state-with-an-empty-status): `"status": ""` was
+/// recorded as a device's registration status, an empty word counted among the failures.
+#[test]
+fn an_empty_registration_status_is_unknown() {
+    assert_eq!(
+        registration_state(Some(&json!({"status": ""}))).status,
+        "unknown"
+    );
+    assert_eq!(registration_state(Some(&json!({}))).status, "unknown");
+}

@@ -272,7 +272,10 @@ pub fn registration_state(v: Option<&Value>) -> RegistrationState {
         )),
     };
     RegistrationState {
-        status: s("status").unwrap_or_else(|| "unknown".into()),
+        // An empty status says no more than a missing one.
+        status: s("status")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into()),
         assigned_hub: s("assignedHub"),
         device_id: s("deviceId"),
         error,
