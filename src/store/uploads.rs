@@ -143,8 +143,13 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Durably record the results of one bulk call.
-    pub fn record_uploads(&mut self, results: &[UploadResult<'_>]) -> Result<()> {
+    /// Run the cached statement `sql` once per item in one durable transaction.
+    fn write_each<T>(
+        &mut self,
+        sql: &str,
+        items: &[T],
+        mut bind: impl FnMut(&mut rusqlite::CachedStatement<'_>, &T) -> rusqlite::Result<usize>,
+    ) -> Result<()> {
         let path = self.path().to_string();
         let e = |e: rusqlite::Error| crate::error::Error::database(&path, e);
         let tx = self
@@ -152,17 +157,25 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO uploads (export_seq, registration_id, status, mode, error_code, error_status, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (export_seq) DO UPDATE SET status = excluded.status, mode = excluded.mode, \
-                        error_code = excluded.error_code, error_status = excluded.error_status, \
-                        attempts = attempts + 1, updated_at = excluded.updated_at, etag = NULL",
-                )
-                .map_err(e)?;
-            let t = now();
-            for r in results {
+            let mut stmt = tx.prepare_cached(sql).map_err(e)?;
+            for item in items {
+                bind(&mut stmt, item).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Durably record the results of one bulk call.
+    pub fn record_uploads(&mut self, results: &[UploadResult<'_>]) -> Result<()> {
+        let t = now();
+        self.write_each(
+            "INSERT INTO uploads (export_seq, registration_id, status, mode, error_code, error_status, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (export_seq) DO UPDATE SET status = excluded.status, mode = excluded.mode, \
+                error_code = excluded.error_code, error_status = excluded.error_status, \
+                attempts = attempts + 1, updated_at = excluded.updated_at, etag = NULL",
+            results,
+            |stmt, r| {
                 stmt.execute(params![
                     r.export_seq,
                     r.registration_id,
@@ -172,21 +185,8 @@ impl Store {
                     r.error_status,
                     t
                 ])
-                .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
-    }
-
-    /// Record what `--verify` found for one enrollment version.
-    pub fn record_verification(&mut self, export_seq: i64, result: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE uploads SET verified_at = ?2, verify_result = ?3 WHERE export_seq = ?1",
-                params![export_seq, now(), result],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// The uploaded current version of `registration_id`, if any (to reconcile what DPS shows).
@@ -271,45 +271,22 @@ impl Store {
 
     /// Durably record one page of verification results, seen by verification `run`.
     pub fn record_verifications(&mut self, run: &str, results: &[Verification<'_>]) -> Result<()> {
-        let path = self.path().to_string();
-        let e = |e: rusqlite::Error| crate::error::Error::database(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "UPDATE uploads SET verified_at = ?2, verify_result = ?3, etag = ?4, verify_run = ?5 \
-                     WHERE export_seq = ?1",
-                )
-                .map_err(e)?;
-            let t = now();
-            for r in results {
-                stmt.execute(params![r.export_seq, t, r.result, r.etag, run])
-                    .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+        let t = now();
+        self.write_each(
+            "UPDATE uploads SET verified_at = ?2, verify_result = ?3, etag = ?4, verify_run = ?5 \
+             WHERE export_seq = ?1",
+            results,
+            |stmt, r| stmt.execute(params![r.export_seq, t, r.result, r.etag, run]),
+        )
     }
 
     /// Remember the etags DPS showed for versions it was seen holding exactly as sent.
     pub fn record_etags(&mut self, etags: &[(i64, &str)]) -> Result<()> {
-        let path = self.path().to_string();
-        let e = |e: rusqlite::Error| crate::error::Error::database(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("UPDATE uploads SET etag = ?2 WHERE export_seq = ?1")
-                .map_err(e)?;
-            for (seq, etag) in etags {
-                stmt.execute(params![seq, etag]).map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)
+        self.write_each(
+            "UPDATE uploads SET etag = ?2 WHERE export_seq = ?1",
+            etags,
+            |stmt, (seq, etag)| stmt.execute(params![seq, etag]),
+        )
     }
 
     /// Record a device's registration state as DPS reported it.
