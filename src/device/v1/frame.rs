@@ -168,10 +168,13 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that accepts frames whose body is at most `max_body` bytes.
     pub fn new(max_body: usize) -> Self {
+        // Both buffers at their final size: they never grow, so no input makes the decoder
+        // allocate more than the largest frame it accepts (growing by doubling did).
+        let max_wire = max_wire(max_body);
         Self {
-            buf: Vec::with_capacity(256),
-            scratch: Vec::with_capacity(256),
-            max_wire: max_wire(max_body),
+            buf: Vec::with_capacity(max_wire),
+            scratch: Vec::with_capacity(max_wire),
+            max_wire,
             overflowed: false,
         }
     }
@@ -280,6 +283,25 @@ mod tests {
                 body: b"abc".to_vec()
             })
         );
+    }
+
+    /// Found by the `frames` fuzz target
+    /// (fuzz/regressions/frames/frame-over-4096-bytes-in-reads-of-51): a chunk of more than
+    /// 4096 bytes between delimiters grew the decoder's buffers by doubling to 8192 bytes, twice
+    /// the largest frame it accepts.
+    #[test]
+    fn the_decoder_never_grows_past_the_largest_frame() {
+        let limit = max_wire(4096);
+        let mut d = Decoder::new(4096);
+        let mut wire = encode(0x87, 3, &[0x5a; 4096]);
+        wire.extend(vec![0x01; limit + 100]);
+        wire.push(0);
+        let mut got = Vec::new();
+        for chunk in wire.chunks(51) {
+            d.push(chunk, |r| got.push(r.map(|f| f.body.len())));
+        }
+        assert_eq!(got, [Ok(4096), Err(FrameError::Oversize)]);
+        assert!(d.buf.capacity() <= limit && d.scratch.capacity() <= limit);
     }
 
     proptest! {

@@ -322,7 +322,14 @@ pub(super) fn http_date(v: &str) -> Option<u64> {
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
     let [hh, mm, ss] = t[..] else { return None };
-    if !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    // IMF-fixdate: a four-digit year, a time of day (bounded, so the arithmetic below cannot
+    // overflow).
+    if !(1..=31).contains(&d)
+        || !(0..=9999).contains(&y)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     // Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).

@@ -90,3 +90,25 @@ fn an_empty_registration_status_is_unknown() {
     );
     assert_eq!(registration_state(Some(&json!({}))).status, "unknown");
 }
+
+/// Found by the `dps_answers` fuzz target
+/// (fuzz/regressions/dps_answers/retry-after-date-in-year-minus-111111111110128): a
+/// `Retry-After` date in year -111111111110128 overflowed the day count (a panic with overflow
+/// checks, a wrong wait without); negative times of day were taken too.
+#[test]
+fn a_retry_after_date_outside_four_digit_years_or_the_day_is_no_date() {
+    assert_eq!(http_date("Sat, 29 Feb -11111111111012 6:54:40 GMT"), None);
+    assert_eq!(
+        http_date("Sun, 06 Nov 9223372036854775807 08:49:37 GMT"),
+        None
+    );
+    assert_eq!(
+        http_date("Sun, 06 Nov 1994 -9223372036854775808:00:00 GMT"),
+        None
+    );
+    assert_eq!(http_date("Sun, 06 Nov 1994 08:-1:37 GMT"), None);
+    assert_eq!(
+        http_date("Fri, 31 Dec 9999 23:59:59 GMT"),
+        Some(253_402_300_799)
+    );
+}
