@@ -81,9 +81,13 @@ bench: deps gui-deps
 FUZZ_TARGETS := frames responses csr ek dps_answers config
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?= -rss_limit_mb=2048 -timeout=5
-# Inputs up to 16 KiB where a stream or a script must hold frames beyond the 4096-byte body limit
-# (for frames from the start: growing lengths slowly never reached 4 KiB in 6 minutes).
-FUZZ_MAX_LEN_frames := 16384
+# AddressSanitizer by default; `none` runs two to three times as many inputs a second (the long
+# runs of fuzz/RESULTS.md: the station's own code is safe Rust).
+FUZZ_SANITIZER ?= address
+# Inputs long enough for a stream or a script to hold frames beyond the 4096-byte body limit (for
+# frames from the start, and two of the largest frames: growing lengths slowly never reached
+# 4 KiB in 6 minutes).
+FUZZ_MAX_LEN_frames := 8192
 FUZZ_MAX_LEN_responses := 16384
 CARGO_FUZZ_VERSION := 0.13.2
 NIGHTLY ?= nightly
@@ -99,7 +103,7 @@ fuzz: deps cargo-fuzz
 	  mkdir -p fuzz/corpus-run/$$t fuzz/regressions/$$t fuzz/artifacts/$$t fuzz/logs; \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
 	  case $$t in frames) len="-max_len=$(FUZZ_MAX_LEN_frames) -len_control=0";; responses) len="-max_len=$(FUZZ_MAX_LEN_responses)";; *) len="";; esac; \
-	  $(CARGO) +$(NIGHTLY) fuzz run $$t fuzz/corpus-run/$$t fuzz/corpus/$$t fuzz/regressions/$$t -- \
+	  $(CARGO) +$(NIGHTLY) fuzz run -s $(FUZZ_SANITIZER) $$t fuzz/corpus-run/$$t fuzz/corpus/$$t fuzz/regressions/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) $$len -artifact_prefix=fuzz/artifacts/$$t/ \
 	    2> fuzz/logs/$$t.log || { tail -n 40 fuzz/logs/$$t.log; exit 1; }; \
 	  grep -E '^(Done [0-9]+ runs|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' fuzz/logs/$$t.log; \

@@ -211,14 +211,14 @@ fn link(script: &[u8]) {
         requests: Decoder::new(STATION_MAX_BODY),
         record: record.clone(),
     };
-    // The scripted device answers at once; 50 µs is the wait for a step that stays silent.
-    // (Zero would time out before the answer is read: the link checks its deadline before it
-    // reads. A run preempted for longer only loses that input's coverage: every property holds
-    // whatever the timing.)
+    // The scripted device answers at once: the link makes its first read within a few
+    // microseconds, and a step that stays silent costs no more. (Zero would time out before the
+    // answer is read: the link checks its deadline before it reads. A run preempted for longer
+    // only loses that input's coverage: every property holds whatever the timing.)
     let timeouts = Timeouts {
-        response: Duration::from_micros(50),
-        commit: Duration::from_micros(50),
-        keygen: Duration::from_micros(50),
+        response: Duration::from_micros(5),
+        commit: Duration::from_micros(5),
+        keygen: Duration::from_micros(5),
     };
     let mut link = Link::new(Box::new(transport), u32::MAX, timeouts, retries).starting_after(0x40);
     let seen = || record.lock().unwrap_or_else(PoisonError::into_inner);
