@@ -147,8 +147,18 @@ impl Transport for Scripted {
         let wire = Scripted::answer(&req, tag, &body);
         // BUSY is waited out with real sleeps (50 ms to 1 s): a step that would put a BUSY NAK
         // on the line stays silent instead, so that every input runs in microseconds.
-        let mut line = record.streams.last().cloned().unwrap_or_default();
-        line.extend_from_slice(&self.pending);
+        // Only a frame the new bytes complete can be a new BUSY (what is on the line already was
+        // checked when it was sent): the line from the last delimiter before them on.
+        let tail = |b: &[u8]| b.iter().rposition(|&x| x == frame::DELIMITER).map(|i| i + 1);
+        let stream = record.streams.last().map_or(&[][..], Vec::as_slice);
+        let mut line = match tail(&self.pending) {
+            Some(i) => self.pending[i..].to_vec(),
+            None => {
+                let mut l = stream[tail(stream).unwrap_or(0)..].to_vec();
+                l.extend_from_slice(&self.pending);
+                l
+            }
+        };
         line.extend_from_slice(&wire);
         let busy = reference(&line, usize::MAX)
             .into_iter()
