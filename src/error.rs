@@ -281,7 +281,7 @@ pub enum Error {
         fixture: String,
     },
     #[error(
-        "registration ID `{registration_id}` ({what}) is held by station {station} on line {line} in the fleet database"
+        "registration ID `{registration_id}`: {what} is held by station {station} on line {line} in the fleet database"
     )]
     FleetClaimed {
         registration_id: String,

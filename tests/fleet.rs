@@ -77,10 +77,18 @@ fn a_station_refuses_a_missing_or_newer_fleet_schema_before_any_device() {
     let a = station(&url, "a1", "A", 1, "");
     let out = a.station(&["--json", "provision", "--count", "1"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert_eq!(json_lines(&out).last().unwrap()["code"], "fleet.schema_missing");
+    assert_eq!(
+        json_lines(&out).last().unwrap()["code"],
+        "fleet.schema_missing"
+    );
     init(&a);
     let again = a.station(&["--json", "fleet", "init"]);
-    assert_eq!(json_lines(&again)[0]["version"], 1, "init twice: {}", text(&again));
+    assert_eq!(
+        json_lines(&again)[0]["version"],
+        1,
+        "init twice: {}",
+        text(&again)
+    );
     pg.client("schema_versions")
         .execute("UPDATE fleet.schema_version SET version = 99", &[])
         .unwrap();
@@ -103,7 +111,8 @@ fn provisioned_devices_reach_the_fleet_once_without_their_keys() {
     let pg = Postgres::shared();
     let url = pg.database("sync_once");
     let a = StationDir::with_config(
-        &fleet_config(&url, "a1", "A", 1, "").replace("keys = \"group-derived\"", "keys = \"individual\""),
+        &fleet_config(&url, "a1", "A", 1, "")
+            .replace("keys = \"group-derived\"", "keys = \"individual\""),
     );
     init(&a);
     let out = a.station(&["--json", "provision", "--count", "3"]);
@@ -114,12 +123,30 @@ fn provisioned_devices_reach_the_fleet_once_without_their_keys() {
     assert_eq!(fleet[0]["pending"], 0, "{}", text(&out));
     let db = "sync_once";
     assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.enrollments"), 3);
-    assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.attempts WHERE outcome = 'passed'"), 3);
-    assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.claims WHERE station = 'a1'"), 3);
+    assert_eq!(
+        count(
+            pg,
+            db,
+            "SELECT count(*) FROM fleet.attempts WHERE outcome = 'passed'"
+        ),
+        3
+    );
+    assert_eq!(
+        count(
+            pg,
+            db,
+            "SELECT count(*) FROM fleet.claims WHERE station = 'a1'"
+        ),
+        3
+    );
     // Individual keys are in the station's database, never in the fleet's.
     let local_keys: i64 = rusqlite::Connection::open(a.db())
         .unwrap()
-        .query_row("SELECT count(*) FROM enrollments WHERE primary_key IS NOT NULL", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM enrollments WHERE primary_key IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(local_keys, 3);
     let records: Vec<String> = pg
@@ -130,7 +157,10 @@ fn provisioned_devices_reach_the_fleet_once_without_their_keys() {
         .map(|r| r.get(0))
         .collect();
     for r in &records {
-        assert!(!r.contains("primary_key") && !r.contains("secondary_key"), "{r}");
+        assert!(
+            !r.contains("primary_key") && !r.contains("secondary_key"),
+            "{r}"
+        );
     }
     let central: BTreeSet<String> = pg
         .client(db)
@@ -167,11 +197,17 @@ fn a_registration_id_another_station_holds_fails_the_device_naming_that_station(
     let b = station(&url, "b1", "B", 3, "");
     init(&a);
     assert!(a.station(&["provision", "--count", "4"]).status.success());
-    let out = b.station(&["--json", "provision", "--count", "4"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = json_lines(&out);
-    let failed = events(&lines, "failed");
-    assert_eq!(failed.len(), 2, "{}", text(&out));
+    // A refused device stays in the fixture until the operator takes it off: one try each.
+    let mut failed = Vec::new();
+    for first in [3, 4] {
+        std::fs::write(b.config(), fleet_config(&url, "b1", "B", first, "")).unwrap();
+        let out = b.station(&["--json", "provision", "--count", "1"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let lines = json_lines(&out);
+        let f = events(&lines, "failed");
+        assert_eq!(f.len(), 1, "{}", text(&out));
+        failed.push(f[0].clone());
+    }
     for f in &failed {
         assert_eq!(f["code"], "fleet.claimed", "{f}");
         let m = f["message"].as_str().unwrap();
@@ -181,11 +217,26 @@ fn a_registration_id_another_station_holds_fails_the_device_naming_that_station(
         .iter()
         .map(|f| f["registration_id"].as_str().unwrap())
         .collect();
-    assert!(failed_ids.iter().all(|id| provisioned(&a).contains(*id)), "{failed_ids:?}");
+    assert_eq!(failed_ids.len(), 2);
+    assert!(
+        failed_ids.iter().all(|id| provisioned(&a).contains(*id)),
+        "{failed_ids:?}"
+    );
+    std::fs::write(b.config(), fleet_config(&url, "b1", "B", 5, "")).unwrap();
+    let out = b.station(&["--json", "provision", "--count", "2"]);
+    assert!(
+        out.status.success(),
+        "devices 5 and 6 are free: {}",
+        text(&out)
+    );
     // Nothing was recorded or written for the refused devices.
     assert_eq!(provisioned(&b).len(), 2);
     assert!(provisioned(&b).is_disjoint(&provisioned(&a)));
-    assert_eq!(b.rows().len(), 2, "no pending or failed rows for refused devices");
+    assert_eq!(
+        b.rows().len(),
+        2,
+        "no pending or failed rows for refused devices"
+    );
     b.assert_every_device_credential_is_in_db();
     // The station holding a claim provisions the same device again (a replaced fixture).
     std::fs::remove_dir_all(a.flash()).unwrap();
@@ -220,9 +271,16 @@ fn two_stations_of_four_fixtures_on_the_same_serials_provision_each_serial_once(
             .unwrap()
     };
     let (ra, rb) = (run(&a), run(&b));
-    let (oa, ob) = (ra.wait_with_output().unwrap(), rb.wait_with_output().unwrap());
+    let (oa, ob) = (
+        ra.wait_with_output().unwrap(),
+        rb.wait_with_output().unwrap(),
+    );
     let (pa, pb) = (provisioned(&a), provisioned(&b));
-    assert!(pa.is_disjoint(&pb), "provisioned on both: {:?}", pa.intersection(&pb).collect::<Vec<_>>());
+    assert!(
+        pa.is_disjoint(&pb),
+        "provisioned on both: {:?}",
+        pa.intersection(&pb).collect::<Vec<_>>()
+    );
     let mut refused = 0;
     for (out, other, theirs) in [(&oa, "a1", &pb), (&ob, "b1", &pa)] {
         let lines = json_lines(out);
@@ -230,8 +288,17 @@ fn two_stations_of_four_fixtures_on_the_same_serials_provision_each_serial_once(
             assert_eq!(f["code"], "fleet.claimed", "{f}");
             let id = f["registration_id"].as_str().unwrap();
             let holder = if other == "a1" { "b1" } else { "a1" };
-            assert!(f["message"].as_str().unwrap().contains(&format!("station {holder}")), "{f}");
-            assert!(theirs.contains(id), "{id} refused but not provisioned on {holder}");
+            assert!(
+                f["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("station {holder}")),
+                "{f}"
+            );
+            assert!(
+                theirs.contains(id),
+                "{id} refused but not provisioned on {holder}"
+            );
             refused += 1;
         }
     }
@@ -252,10 +319,18 @@ fn two_stations_of_four_fixtures_on_the_same_serials_provision_each_serial_once(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     for id in &pa {
-        assert_eq!(holders.get(&id.to_lowercase()).map(String::as_str), Some("a1"), "{id}");
+        assert_eq!(
+            holders.get(&id.to_lowercase()).map(String::as_str),
+            Some("a1"),
+            "{id}"
+        );
     }
     for id in &pb {
-        assert_eq!(holders.get(&id.to_lowercase()).map(String::as_str), Some("b1"), "{id}");
+        assert_eq!(
+            holders.get(&id.to_lowercase()).map(String::as_str),
+            Some("b1"),
+            "{id}"
+        );
     }
 }
 
@@ -273,9 +348,10 @@ fn with_the_server_down_mid_shift_stations_go_on_and_catch_up_exactly_once() {
     let lines = json_lines(&out);
     assert_eq!(events(&lines, "passed").len(), 3);
     assert!(
-        events(&lines, "warning")
-            .iter()
-            .any(|w| w["message"].as_str().unwrap().contains("fleet database unreachable")),
+        events(&lines, "warning").iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains("fleet database unreachable")),
         "{}",
         text(&out)
     );
@@ -288,10 +364,17 @@ fn with_the_server_down_mid_shift_stations_go_on_and_catch_up_exactly_once() {
     let b = station(&url, "b1", "B", 50, "offline = \"refuse\"\n");
     let out = b.station(&["--json", "provision", "--count", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert_eq!(events(&json_lines(&out), "failed")[0]["code"], "fleet.unreachable");
+    assert_eq!(
+        events(&json_lines(&out), "failed")[0]["code"],
+        "fleet.unreachable"
+    );
     assert!(provisioned(&b).is_empty());
     b.assert_every_device_credential_is_in_db();
-    assert!(b.flash_devices().iter().all(|(_, f)| f["records"].as_object().is_none_or(|r| r.is_empty())));
+    assert!(
+        b.flash_devices()
+            .iter()
+            .all(|(_, f)| f["records"].as_object().is_none_or(|r| r.is_empty()))
+    );
     pg.resume();
     let out = a.station(&["--json", "fleet", "sync"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -299,8 +382,18 @@ fn with_the_server_down_mid_shift_stations_go_on_and_catch_up_exactly_once() {
     assert_eq!(queued(&a.db()), 0);
     let again = a.station(&["--json", "fleet", "sync"]);
     assert_eq!(json_lines(&again)[0]["sent"], 0);
-    assert_eq!(count(&pg, "downtime", "SELECT count(*) FROM fleet.enrollments"), 5);
-    assert_eq!(count(&pg, "downtime", "SELECT count(*) FROM fleet.attempts WHERE station = 'a1'"), 5);
+    assert_eq!(
+        count(&pg, "downtime", "SELECT count(*) FROM fleet.enrollments"),
+        5
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "downtime",
+            "SELECT count(*) FROM fleet.attempts WHERE station = 'a1'"
+        ),
+        5
+    );
 }
 
 #[test]
@@ -318,10 +411,25 @@ fn an_id_provisioned_offline_on_two_stations_is_flagged_on_both_and_never_merged
     let out = b.station(&["--json", "fleet", "sync"]);
     assert!(out.status.success(), "{}", text(&out));
     let db = "offline_conflict";
-    assert_eq!(count(&pg, db, "SELECT count(*) FROM fleet.enrollments"), 4, "both versions kept");
-    assert_eq!(count(&pg, db, "SELECT count(*) FROM fleet.claims WHERE station = 'a1'"), 2);
     assert_eq!(
-        count(&pg, db, "SELECT count(*) FROM fleet.conflicts WHERE station = 'b1' AND holder = 'a1' AND holder_line = 'A'"),
+        count(&pg, db, "SELECT count(*) FROM fleet.enrollments"),
+        4,
+        "both versions kept"
+    );
+    assert_eq!(
+        count(
+            &pg,
+            db,
+            "SELECT count(*) FROM fleet.claims WHERE station = 'a1'"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &pg,
+            db,
+            "SELECT count(*) FROM fleet.conflicts WHERE station = 'b1' AND holder = 'a1' AND holder_line = 'A'"
+        ),
         2
     );
     for st in [&a, &b] {
@@ -333,7 +441,11 @@ fn an_id_provisioned_offline_on_two_stations_is_flagged_on_both_and_never_merged
         }
     }
     let out = a.station(&["fleet", "status"]);
-    assert!(text(&out).contains("2 conflicts (never merged"), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 conflicts (never merged"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Copy a station's database files (the state a crash would leave).
@@ -357,14 +469,22 @@ fn a_station_killed_between_send_and_mark_sends_nothing_twice_and_loses_nothing(
     assert!(out.status.success(), "offline: {}", text(&out));
     let total = queued(&a.db());
     assert_eq!(total, 40, "20 enrollments and 20 attempts queued");
-    std::fs::write(a.config(), fleet_config(&url, "a1", "A", 1, "sync_batch = 7\n")).unwrap();
+    std::fs::write(
+        a.config(),
+        fleet_config(&url, "a1", "A", 1, "sync_batch = 7\n"),
+    )
+    .unwrap();
     init(&a);
     // The window itself: the server committed, the station never marked.
     let before = a.path().join("before.db");
     snapshot(&a.db(), &before);
     assert!(a.station(&["fleet", "sync"]).status.success());
     snapshot(&before, &a.db());
-    assert_eq!(queued(&a.db()), total, "the station's state as the crash left it");
+    assert_eq!(
+        queued(&a.db()),
+        total,
+        "the station's state as the crash left it"
+    );
     let out = a.station(&["--json", "fleet", "sync"]);
     assert_eq!(json_lines(&out)[0]["sent"], 0, "{}", text(&out));
     assert_eq!(queued(&a.db()), 0);
@@ -419,23 +539,124 @@ fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("factory-ca.pem"), &ca).unwrap();
     let with = |extra: &str| {
-        let cfg = fleet_config(&url, "a1", "A", 1, extra)
-            .replace("sslmode = \"disable\"\n", "");
-        StationDir::with_config(&cfg)
+        let cfg = fleet_config(&url, "a1", "A", 1, "").replace("sslmode = \"disable\"\n", "");
+        StationDir::with_config(&(cfg + extra))
     };
-    let ca_key = format!("ca_file = \"{}\"\n", dir.path().join("factory-ca.pem").display());
+    let ca_key = format!(
+        "ca_file = \"{}\"\n",
+        dir.path().join("factory-ca.pem").display()
+    );
     let a = with(&ca_key);
     init(&a);
     let out = a.station(&["--json", "provision", "--count", "1"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(count(&pg, "tls", "SELECT count(*) FROM fleet.enrollments"), 1);
+    assert_eq!(
+        count(&pg, "tls", "SELECT count(*) FROM fleet.enrollments"),
+        1
+    );
     // Without the factory CA the certificate is not trusted; in clear the server refuses.
-    for (extra, says) in [("", "certificate"), ("sslmode = \"disable\"\n", "pg_hba.conf")] {
+    for (extra, says) in [
+        ("", "certificate"),
+        ("sslmode = \"disable\"\n", "pg_hba.conf"),
+    ] {
         let b = with(extra);
         let out = b.station(&["--json", "fleet", "status"]);
         assert_eq!(out.status.code(), Some(3), "{}", text(&out));
         let e = &json_lines(&out)[0];
-        assert!(["fleet.unreachable", "fleet.server"].contains(&e["code"].as_str().unwrap()), "{e}");
-        assert!(e["message"].as_str().unwrap().contains(says), "{extra:?}: {e}");
+        assert!(
+            ["fleet.unreachable", "fleet.server"].contains(&e["code"].as_str().unwrap()),
+            "{e}"
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains(says),
+            "{extra:?}: {e}"
+        );
     }
+}
+
+/// A claimer for station `id` on `line` in the fleet at `url`.
+fn claimer(url: &str, id: &str, line: &str) -> provisioning_station::fleet::Claimer {
+    let dir = std::env::temp_dir();
+    let cfg = provisioning_station::config::load_str(
+        &fleet_config(url, id, line, 1, ""),
+        &dir.join("station.toml"),
+    )
+    .unwrap();
+    provisioning_station::fleet::Claimer::new(&cfg).unwrap()
+}
+
+#[test]
+fn of_stations_claiming_one_id_at_the_same_moment_exactly_one_wins() {
+    let pg = Postgres::shared();
+    let url = pg.database("claim_race");
+    init(&station(&url, "s0", "A", 1, ""));
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|k| {
+                let (url, id, barrier) = (url.clone(), id.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut c = claimer(&url, &format!("s{k}"), "A");
+                    barrier.wait();
+                    c.claim(&id, None)
+                        .map_err(|e| (e.code().as_str(), e.to_string()))
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(winners, 1, "{results:?}");
+        let holder: String = pg
+            .client("claim_race")
+            .query_one(
+                "SELECT station FROM fleet.claims WHERE registration_id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(r.0, "fleet.claimed");
+            assert!(
+                r.1.contains(&format!("station {holder} on line A")),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_ek_claimed_under_one_registration_id_is_refused_under_another_and_leaves_no_claim() {
+    let pg = Postgres::shared();
+    let url = pg.database("key_claims");
+    init(&station(&url, "a1", "A", 1, ""));
+    let (mut a, mut b) = (claimer(&url, "a1", "A"), claimer(&url, "b1", "B"));
+    a.claim("dev-1", Some("ek:00ff")).unwrap();
+    // The holder may claim again (a device run twice); another ID with the same EK may not,
+    // on this station or another.
+    a.claim("dev-1", Some("ek:00ff")).unwrap();
+    for (c, station) in [(&mut a, "a1"), (&mut b, "b1")] {
+        let e = c.claim("dev-2", Some("ek:00ff")).unwrap_err();
+        assert_eq!(e.code().as_str(), "fleet.claimed", "{station}: {e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("ek:00ff") && m.contains("dev-1") && m.contains("station a1 on line A"),
+            "{m}"
+        );
+    }
+    let left: i64 = pg
+        .client("key_claims")
+        .query_one(
+            "SELECT count(*) FROM fleet.claims WHERE registration_id = 'dev-2'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "a refused key claim leaves no ID claim behind");
+    b.claim("DEV-3", Some("x509:abcd")).unwrap();
+    let e = a.claim("dev-3", None).unwrap_err();
+    assert!(
+        e.to_string().contains("station b1 on line B"),
+        "IDs are claimed without case: {e}"
+    );
 }

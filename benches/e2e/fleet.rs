@@ -26,14 +26,25 @@ pub fn fleet() {
     claims(&cfg);
     sync_throughput(&url);
     let off = tempfile::tempdir().unwrap();
-    overhead_with(&config_with(off.path(), ""), off.path(), "symmetric, no [fleet]");
+    overhead_with(
+        &config_with(off.path(), ""),
+        off.path(),
+        "symmetric, no [fleet]",
+    );
     let on = tempfile::tempdir().unwrap();
     let mut cfg = config_with(on.path(), &fleet_toml(&url));
     cfg.station.id = "bench-on".into();
     let sync = fleet::SyncHandle::start(&cfg).unwrap();
-    overhead_with(&cfg, on.path(), "symmetric, [fleet] on (claim + sync thread)");
+    overhead_with(
+        &cfg,
+        on.path(),
+        "symmetric, [fleet] on (claim + sync thread)",
+    );
     let s = sync.finish(std::time::Duration::from_secs(10));
-    println!("  (fleet sync after the run: online {}, {} queued)", s.online, s.pending);
+    println!(
+        "  (fleet sync after the run: online {}, {} queued)",
+        s.online, s.pending
+    );
 }
 
 fn claims(cfg: &provisioning_station::config::Config) {

@@ -45,7 +45,12 @@ pub(super) fn run(config: &Config, c: FleetCommand, out: Out) -> Result<ExitCode
             let r = fleet::sync::push(&mut client, &mut store, config, batch)?;
             out.emit(
                 &serde_json::json!({"event": "fleet_sync", "sent": r.sent, "pending": r.pending}),
-                || format!("sent {} entries to the fleet database; {} queued", r.sent, r.pending),
+                || {
+                    format!(
+                        "sent {} entries to the fleet database; {} queued",
+                        r.sent, r.pending
+                    )
+                },
             );
         }
     }
@@ -53,7 +58,9 @@ pub(super) fn run(config: &Config, c: FleetCommand, out: Out) -> Result<ExitCode
 }
 
 fn status_text(s: &FleetStatus) -> String {
-    let mut t = String::from("station          line        last sync             lag s  queued  enrollments  conflicts\n");
+    let mut t = String::from(
+        "station          line        last sync             lag s  queued  enrollments  conflicts\n",
+    );
     for r in &s.stations {
         t += &format!(
             "{:<16} {:<11} {:<21} {:>5.1} {:>7} {:>12} {:>10}\n",
@@ -76,7 +83,10 @@ fn status_text(s: &FleetStatus) -> String {
     if s.conflicts.is_empty() {
         t += "\nno conflicts";
     } else {
-        t += &format!("\n{} conflicts (never merged; resolve by hand):\n", s.conflicts.len());
+        t += &format!(
+            "\n{} conflicts (never merged; resolve by hand):\n",
+            s.conflicts.len()
+        );
         for c in &s.conflicts {
             t += &format!(
                 "  {} ({}): provisioned on {} (line {}) while {} (line {}) held it\n",
@@ -89,7 +99,11 @@ fn status_text(s: &FleetStatus) -> String {
 
 /// Start the sync thread when station.toml has `[fleet]`.
 pub(super) fn start(config: &Config) -> Result<Option<SyncHandle>> {
-    config.fleet.as_ref().map(|_| SyncHandle::start(config)).transpose()
+    config
+        .fleet
+        .as_ref()
+        .map(|_| SyncHandle::start(config))
+        .transpose()
 }
 
 /// Give the queue a moment to reach the server, stop the thread, and say where it stands.
@@ -100,7 +114,9 @@ pub(super) fn finish(sync: Option<SyncHandle>, out: Out) {
         &serde_json::json!({"event": "fleet", "online": s.online, "pending": s.pending,
             "lag_s": s.lag_s, "conflicts": s.conflicts, "error": s.last_error}),
         || match (&s.last_error, s.pending) {
-            (Some(e), n) => format!("fleet: offline, {n} entries queued for the fleet database ({e})"),
+            (Some(e), n) => {
+                format!("fleet: offline, {n} entries queued for the fleet database ({e})")
+            }
             (None, 0) => format!("fleet: in sync, {} conflicts", s.conflicts),
             (None, n) => format!("fleet: {n} entries still queued"),
         },

@@ -63,7 +63,11 @@ pub fn connect(config: &Config) -> Result<Client> {
 /// The role's password: the environment variable wins over the file; neither is fine (peer
 /// or certificate authentication on a unix socket).
 fn password(config: &Config, f: &FleetSection) -> Result<Option<String>> {
-    if let Some(v) = f.password_env.as_deref().and_then(|v| std::env::var(v).ok()) {
+    if let Some(v) = f
+        .password_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+    {
         return Ok(Some(v));
     }
     let Some(file) = &f.password_file else {

@@ -105,7 +105,7 @@ const MIGRATIONS: &[&str] = &[
         SELECT station, line INTO h_station, h_line FROM fleet.claims
             WHERE registration_id = lower(p_id);
         IF h_station <> p_station THEN
-            RAISE EXCEPTION USING ERRCODE = 'PS001', MESSAGE = 'registration ID',
+            RAISE EXCEPTION USING ERRCODE = 'PS001', MESSAGE = 'the registration ID',
                 DETAIL = h_station, HINT = h_line;
         END IF;
         IF p_key IS NOT NULL THEN
@@ -115,7 +115,7 @@ const MIGRATIONS: &[&str] = &[
                 FROM fleet.key_claims WHERE key = p_key;
             IF h_id <> lower(p_id) THEN
                 RAISE EXCEPTION USING ERRCODE = 'PS001',
-                    MESSAGE = 'key ' || p_key || ' of registration ID ' || h_id,
+                    MESSAGE = 'its key ' || p_key || ' (enrolled as ' || h_id || ')',
                     DETAIL = h_station, HINT = h_line;
             END IF;
         END IF;
@@ -157,8 +157,11 @@ fn too_new(found: i32) -> Error {
 /// advisory lock); each migration commits with its version. The version reached.
 pub fn init(client: &mut Client) -> Result<i32> {
     let mut tx = client.transaction().map_err(server)?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('fleet.schema'))", &[])
-        .map_err(server)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('fleet.schema'))",
+        &[],
+    )
+    .map_err(server)?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         .map_err(server)?;
     tx.batch_execute(

@@ -90,7 +90,12 @@ pub struct SyncReport {
 }
 
 /// Send everything queued, `batch` entries per transaction.
-pub fn push(client: &mut Client, store: &mut Store, config: &Config, batch: u32) -> Result<SyncReport> {
+pub fn push(
+    client: &mut Client,
+    store: &mut Store,
+    config: &Config,
+    batch: u32,
+) -> Result<SyncReport> {
     let station = config.station.id.as_str();
     let line = config.station.line.as_str();
     let mut report = SyncReport::default();
@@ -143,7 +148,12 @@ pub fn lag_seconds(state: &crate::store::OutboxState) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn send(tx: &mut Transaction<'_>, entries: &[OutboxEntry], station: &str, line: &str) -> Result<()> {
+fn send(
+    tx: &mut Transaction<'_>,
+    entries: &[OutboxEntry],
+    station: &str,
+    line: &str,
+) -> Result<()> {
     let array = |kind: &str| {
         let items: Vec<&str> = entries
             .iter()
@@ -284,7 +294,12 @@ fn run(config: &Config, batch: u32, mut store: Store, state: &Mutex<SyncState>, 
 }
 
 /// One round: connect if needed, send everything, count this station's conflicts.
-fn round(config: &Config, batch: u32, store: &mut Store, client: &mut Option<Client>) -> Result<i64> {
+fn round(
+    config: &Config,
+    batch: u32,
+    store: &mut Store,
+    client: &mut Option<Client>,
+) -> Result<i64> {
     if client.is_none() {
         let mut c = connect(config)?;
         schema::check(&mut c)?;

@@ -193,12 +193,18 @@ fn fleet_status(s: &crate::fleet::SyncState, ui: &mut egui::Ui) {
         ),
         s if s.online => (
             PASS_GREEN,
-            format!("Fleet: online · lag {:.1} s · {} queued", s.lag_s, s.pending),
+            format!(
+                "Fleet: online · lag {:.1} s · {} queued",
+                s.lag_s, s.pending
+            ),
         ),
         s if s.rounds == 0 => (WARN_AMBER, "Fleet: connecting".to_string()),
         s => (
             WARN_AMBER,
-            format!("Fleet: offline · lag {:.0} s · {} queued", s.lag_s, s.pending),
+            format!(
+                "Fleet: offline · lag {:.0} s · {} queued",
+                s.lag_s, s.pending
+            ),
         ),
     };
     dot(ui, color);

@@ -263,7 +263,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("s.db")).unwrap();
         provision(&mut s, "before", true);
-        assert!(s.outbox_after(0, 100).unwrap().is_empty(), "a standalone station queues nothing");
+        assert!(
+            s.outbox_after(0, 100).unwrap().is_empty(),
+            "a standalone station queues nothing"
+        );
         assert_eq!(s.outbox_state().unwrap(), OutboxState::default());
         assert!(s.fleet_join().unwrap());
         assert!(!s.fleet_join().unwrap(), "joining again changes nothing");
@@ -273,7 +276,10 @@ mod tests {
             .iter()
             .map(|e| {
                 let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
-                (e.kind.as_str(), v["registration_id"].as_str().unwrap().to_string())
+                (
+                    e.kind.as_str(),
+                    v["registration_id"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
         assert_eq!(
@@ -286,13 +292,20 @@ mod tests {
             ]
         );
         for e in &q {
-            assert!(!e.payload.contains("a2V5"), "a key left the station: {}", e.payload);
+            assert!(
+                !e.payload.contains("a2V5"),
+                "a key left the station: {}",
+                e.payload
+            );
         }
         let state = s.outbox_state().unwrap();
         assert!(state.joined && state.pending == 4 && state.oldest_pending_at.is_some());
         s.outbox_confirmed(q[1].seq).unwrap();
         let state = s.outbox_state().unwrap();
         assert_eq!((state.sent_seq, state.pending), (q[1].seq, 2));
-        assert_eq!(s.outbox_after(state.sent_seq, 100).unwrap(), q[2..].to_vec());
+        assert_eq!(
+            s.outbox_after(state.sent_seq, 100).unwrap(),
+            q[2..].to_vec()
+        );
     }
 }

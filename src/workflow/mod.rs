@@ -91,7 +91,11 @@ impl Workflow {
         let mut store = Store::open(&config.database_path())?;
         store.check_writable()?;
         let mut workflow = Self::with_parts(config, source, store)?;
-        workflow.fleet = config.fleet.as_ref().map(|_| Claimer::new(config)).transpose()?;
+        workflow.fleet = config
+            .fleet
+            .as_ref()
+            .map(|_| Claimer::new(config))
+            .transpose()?;
         Ok(workflow)
     }
 

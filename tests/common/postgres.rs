@@ -5,9 +5,9 @@
 //! of its own.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,7 +30,9 @@ fn bin_dir() -> PathBuf {
         .filter(|p| p.join("initdb").exists())
         .collect();
     found.sort();
-    found.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
 fn is_root() -> bool {
@@ -73,8 +75,11 @@ impl Postgres {
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         if pg.as_root {
             pg.chown();
         }
@@ -120,7 +125,11 @@ impl Postgres {
                 "UTF8",
             ],
         );
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         pg
     }
 
@@ -176,8 +185,12 @@ impl Postgres {
         *self.server.lock().unwrap() = Some(child);
         let until = Instant::now() + Duration::from_secs(30);
         while postgres::Client::connect(&self.socket("postgres"), postgres::NoTls).is_err() {
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-            assert!(Instant::now() < until, "the test PostgreSQL never answered:\n{log}");
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < until,
+                "the test PostgreSQL never answered:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -200,8 +213,9 @@ impl Postgres {
     /// A fresh database named `name` (dropped first if a previous run left it).
     pub fn database(&self, name: &str) -> String {
         let mut c = self.client("postgres");
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"))
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         self.url(name)
     }
 
