@@ -660,3 +660,60 @@ fn an_ek_claimed_under_one_registration_id_is_refused_under_another_and_leaves_n
         "IDs are claimed without case: {e}"
     );
 }
+
+#[test]
+fn a_partition_between_the_claim_and_the_commit_loses_nothing_and_flags_nothing() {
+    use std::io::{BufRead, BufReader};
+    let pg = Postgres::start();
+    let url = pg.database("partition");
+    let a = station(&url, "a1", "A", 1, "");
+    init(&a);
+    // A slow line: the server goes away while the credential is being written, after the
+    // claim succeeded and before the device commits.
+    let sim = a.simulator(&["--devices", "1", "--baud", "2400"]);
+    let cfg = fleet_config(&url, "a1", "A", 1, "").replace("[serial]\n", "[serial]\nbaud = 2400\n");
+    std::fs::write(a.config(), cfg).unwrap();
+    let mut child = Command::new(STATION)
+        .arg("--config")
+        .arg(a.config())
+        .args(["--json", "provision", "--port", &sim.port])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "writing" && !seen.iter().any(|e: &Value| e["event"] == "writing") {
+            assert_eq!(
+                count(&pg, "partition", "SELECT count(*) FROM fleet.claims"),
+                1
+            );
+            pg.halt();
+        }
+        seen.push(v);
+    }
+    assert!(child.wait().unwrap().success(), "{seen:?}");
+    assert!(seen.iter().any(|e| e["event"] == "passed"), "{seen:?}");
+    let fleet = seen.iter().find(|e| e["event"] == "fleet").unwrap();
+    assert_eq!(fleet["online"], false, "{fleet}");
+    assert!(fleet["pending"].as_i64().unwrap() >= 2, "{fleet}");
+    pg.resume();
+    assert!(a.station(&["fleet", "sync"]).status.success());
+    assert_eq!(
+        count(&pg, "partition", "SELECT count(*) FROM fleet.enrollments"),
+        1
+    );
+    assert_eq!(
+        count(&pg, "partition", "SELECT count(*) FROM fleet.conflicts"),
+        0
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "partition",
+            "SELECT count(*) FROM fleet.claims WHERE station = 'a1'"
+        ),
+        1
+    );
+}
