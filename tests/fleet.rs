@@ -170,17 +170,46 @@ fn provisioned_devices_reach_the_fleet_once_without_their_keys() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(central, provisioned(&a));
-    // A batch reaches it too; syncing again sends nothing twice.
+    let status = |st: &StationDir| {
+        let out = st.station(&["--json", "fleet", "status"]);
+        assert!(out.status.success(), "{}", text(&out));
+        json_lines(&out).remove(0)
+    };
+    assert_eq!(status(&a)["fleet"]["stations"][0]["not_uploaded"], 3);
+    // The batch and what DPS accepted reach it too; syncing again sends nothing twice.
     assert!(a.station(&["export"]).status.success());
     let out = a.station(&["--json", "fleet", "sync"]);
     assert_eq!(json_lines(&out)[0]["sent"], 1, "the batch: {}", text(&out));
+    let dps = common::dps_server::FakeDps::start();
+    let mut cfg = std::fs::read_to_string(a.config()).unwrap();
+    cfg += &format!(
+        "\n[upload]\nhost = \"my-dps.azure-devices-provisioning.net\"\npolicy_key_file = \"{}/tests/fixtures/dps-policy-key.txt\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::write(a.config(), cfg).unwrap();
+    let out = a.station(&["upload", "--endpoint", &dps.url]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = a.station(&["--json", "fleet", "sync"]);
+    assert_eq!(
+        json_lines(&out)[0]["sent"],
+        3,
+        "three upload results: {}",
+        text(&out)
+    );
     let out = a.station(&["--json", "fleet", "sync"]);
     assert_eq!(json_lines(&out)[0]["sent"], 0, "{}", text(&out));
     assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.batches"), 1);
     assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.enrollments"), 3);
-    let out = a.station(&["--json", "fleet", "status"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let s = &json_lines(&out)[0];
+    assert_eq!(
+        count(
+            pg,
+            db,
+            "SELECT count(*) FROM fleet.uploads WHERE status = 'uploaded'"
+        ),
+        3
+    );
+    let s = &status(&a);
+    assert_eq!(s["fleet"]["stations"][0]["not_uploaded"], 0, "{s}");
     assert_eq!(s["fleet"]["stations"][0]["station"], "a1", "{s}");
     assert_eq!(s["fleet"]["stations"][0]["enrollments"], 3, "{s}");
     assert_eq!(s["fleet"]["lines"][0]["line"], "A", "{s}");
@@ -514,6 +543,14 @@ fn a_station_killed_between_send_and_mark_sends_nothing_twice_and_loses_nothing(
     assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.enrollments"), 20);
     assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.attempts"), 20);
     assert_eq!(count(pg, db, "SELECT sent_seq FROM fleet.stations"), 40);
+    // A server restored from an older backup (here: emptied) gets everything again.
+    pg.client(db)
+        .batch_execute("TRUNCATE fleet.enrollments, fleet.attempts, fleet.claims, fleet.stations")
+        .unwrap();
+    assert!(a.station(&["fleet", "sync"]).status.success());
+    assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.enrollments"), 20);
+    assert_eq!(count(pg, db, "SELECT count(*) FROM fleet.attempts"), 20);
+    assert_eq!(queued(&a.db()), 0);
 }
 
 /// A CA and a certificate for 127.0.0.1 / localhost signed by it: (CA PEM, cert PEM, key PEM).

@@ -59,17 +59,18 @@ pub(super) fn run(config: &Config, c: FleetCommand, out: Out) -> Result<ExitCode
 
 fn status_text(s: &FleetStatus) -> String {
     let mut t = String::from(
-        "station          line        last sync             lag s  queued  enrollments  conflicts\n",
+        "station          line        last sync             lag s  queued  enrollments  not in DPS  conflicts\n",
     );
     for r in &s.stations {
         t += &format!(
-            "{:<16} {:<11} {:<21} {:>5.1} {:>7} {:>12} {:>10}\n",
+            "{:<16} {:<11} {:<21} {:>5.1} {:>7} {:>12} {:>11} {:>10}\n",
             r.station,
             r.line,
             r.last_sync_at.as_deref().unwrap_or("never"),
             r.lag_s,
             r.pending,
             r.enrollments,
+            r.not_uploaded,
             r.conflicts
         );
     }

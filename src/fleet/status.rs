@@ -18,8 +18,10 @@ pub struct StationRow {
     /// What it reported queued, and how long the oldest entry had waited, at its last sync.
     pub pending: i64,
     pub lag_s: f64,
-    /// Enrollments it synced.
+    /// Enrollment versions it synced, and those of them DPS has not accepted (no upload result
+    /// `uploaded` synced yet).
     pub enrollments: i64,
+    pub not_uploaded: i64,
     /// Conflicts it is party to (either side).
     pub conflicts: i64,
 }
@@ -66,6 +68,9 @@ pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
                  extract(epoch FROM now() - s.last_sync_at)::float8,
                  s.pending, s.lag_s,
                  (SELECT count(*) FROM fleet.enrollments e WHERE e.station = s.station),
+                 (SELECT count(*) FROM fleet.enrollments e WHERE e.station = s.station
+                   AND NOT EXISTS (SELECT 1 FROM fleet.uploads u WHERE u.station = e.station
+                       AND u.export_seq = e.export_seq AND u.status = 'uploaded')),
                  (SELECT count(*) FROM fleet.conflicts c
                    WHERE c.station = s.station OR c.holder = s.station)
              FROM fleet.stations s ORDER BY s.line, s.station",
@@ -81,7 +86,8 @@ pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
             pending: r.get(4),
             lag_s: r.get(5),
             enrollments: r.get(6),
-            conflicts: r.get(7),
+            not_uploaded: r.get(7),
+            conflicts: r.get(8),
         })
         .collect();
     let lines = client

@@ -99,6 +99,7 @@ pub fn push(
     let station = config.station.id.as_str();
     let line = config.station.line.as_str();
     let mut report = SyncReport::default();
+    let mut requeued = false;
     loop {
         let mut tx = client.transaction().map_err(server)?;
         let sent_seq: i64 = tx
@@ -114,6 +115,10 @@ pub fn push(
         if sent_seq > local.sent_seq {
             // Sent and committed before the station could mark it (a crash): not again.
             store.outbox_confirmed(sent_seq)?;
+        } else if sent_seq < local.sent_seq && !requeued {
+            // The server lost what it confirmed (a restored backup, another database).
+            store.fleet_requeue()?;
+            requeued = true;
         }
         let entries = store.outbox_after(sent_seq.max(local.sent_seq), batch)?;
         let Some(last) = entries.last().map(|e| e.seq) else {

@@ -95,6 +95,24 @@ fn json_object(columns: &[&str]) -> String {
     format!("json_object({})", pairs.join(", "))
 }
 
+/// Queue every enrollment version, attempt, batch and upload result the database holds.
+fn queue_history(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let enrollments = json_object(ENROLLMENT_COLUMNS);
+    let cols = ENROLLMENT_COLUMNS.join(", ");
+    tx.execute_batch(&format!(
+        "INSERT INTO fleet_outbox (kind, payload) SELECT 'enrollment', {enrollments} FROM \
+           (SELECT {cols} FROM superseded_enrollments \
+            UNION ALL SELECT {cols} FROM enrollments WHERE export_seq IS NOT NULL) \
+         ORDER BY export_seq;
+         INSERT INTO fleet_outbox (kind, payload) SELECT 'attempt', {} FROM attempts ORDER BY id;
+         INSERT INTO fleet_outbox (kind, payload) SELECT 'batch', {} FROM batches ORDER BY first_seq;
+         INSERT INTO fleet_outbox (kind, payload) SELECT 'upload', {} FROM uploads ORDER BY export_seq;",
+        json_object(ATTEMPT_COLUMNS),
+        json_object(BATCH_COLUMNS),
+        json_object(UPLOAD_COLUMNS),
+    ))
+}
+
 impl Store {
     /// Join a fleet: from now on every change is queued for the fleet database, and everything
     /// recorded before is queued first (enrollment versions, attempts, batches, uploads), in
@@ -112,21 +130,7 @@ impl Store {
         if joined {
             return Ok(false);
         }
-        let enrollments = json_object(ENROLLMENT_COLUMNS);
-        let cols = ENROLLMENT_COLUMNS.join(", ");
-        tx.execute_batch(&format!(
-            "INSERT INTO fleet_outbox (kind, payload) SELECT 'enrollment', {enrollments} FROM \
-               (SELECT {cols} FROM superseded_enrollments \
-                UNION ALL SELECT {cols} FROM enrollments WHERE export_seq IS NOT NULL) \
-             ORDER BY export_seq;
-             INSERT INTO fleet_outbox (kind, payload) SELECT 'attempt', {} FROM attempts ORDER BY id;
-             INSERT INTO fleet_outbox (kind, payload) SELECT 'batch', {} FROM batches ORDER BY first_seq;
-             INSERT INTO fleet_outbox (kind, payload) SELECT 'upload', {} FROM uploads ORDER BY export_seq;",
-            json_object(ATTEMPT_COLUMNS),
-            json_object(BATCH_COLUMNS),
-            json_object(UPLOAD_COLUMNS),
-        ))
-        .map_err(e)?;
+        queue_history(&tx).map_err(e)?;
         tx.execute(
             "INSERT INTO fleet_state (id, enabled_at) VALUES (1, ?1)",
             [now()],
@@ -134,6 +138,21 @@ impl Store {
         .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok(true)
+    }
+
+    /// The fleet database holds less than it confirmed (restored from an older backup, or
+    /// another database): queue everything the station holds again, after what was queued.
+    /// Sending it again is harmless (every row is keyed).
+    pub fn fleet_requeue(&mut self) -> Result<()> {
+        let path = self.path().to_string();
+        let e = |e: rusqlite::Error| Error::database(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute("DELETE FROM fleet_outbox", []).map_err(e)?;
+        queue_history(&tx).map_err(e)?;
+        tx.commit().map_err(e)
     }
 
     /// Up to `limit` unconfirmed entries after `after`, oldest first.
