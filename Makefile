@@ -1,7 +1,7 @@
 # The two commands of README.md: `make run` and `make test`. Both install the Debian packages
 # they need (idempotently) first.
 
-APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian
+APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 

@@ -16,10 +16,12 @@
 //!
 //! 8. audit trail: what it adds to a device's database writes; verification of 1,000,000
 //!    entries.
+//! 9. fleet database (PostgreSQL started by the bench): claim round trip, sync throughput of 8
+//!    writers, station overhead per device with `[fleet]` on and off (`benches/e2e/fleet.rs`).
 //!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000), `E2E_AUDIT` (default
 //! 1000000). `E2E_ONLY` runs one part: `overhead`, `efficiency`, `export`, `x509`, `upload`,
-//! `tpm`, `gui` or `audit`.
+//! `tpm`, `gui`, `audit` or `fleet`.
 
 use provisioning_station::config;
 use provisioning_station::device::transport::SerialTransport;
@@ -35,6 +37,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "e2e/fleet.rs"]
+mod fleet;
 
 const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
 
@@ -730,7 +734,7 @@ fn main() {
         return;
     }
     let only = std::env::var("E2E_ONLY").unwrap_or_default();
-    let parts: [(&str, fn()); 8] = [
+    let parts: [(&str, fn()); 9] = [
         ("overhead", overhead_per_device),
         ("efficiency", payload_efficiency),
         ("export", export_million),
@@ -739,6 +743,7 @@ fn main() {
         ("tpm", tpm),
         ("gui", gui),
         ("audit", audit),
+        ("fleet", fleet::fleet),
     ];
     for (name, part) in parts {
         if only.is_empty() || only == name {

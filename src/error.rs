@@ -81,6 +81,11 @@ codes! {
     AuditBroken = "audit.broken" => "The audit trail shows a change made outside the station: keep the database as it is (copy it), and call the engineer responsible for the line's records.",
     AuditManifestInvalid = "audit.manifest_invalid" => "The batch's files or manifest were changed, swapped or are missing: re-create the batch from the database with `station export --batch ID` (or restore the original files), then run the upload again.",
     FixtureSameDevice = "fixture.same_device" => "One device is on two fixtures at once (or two devices carry one serial label): take it off the other fixture, and check the serial labels.",
+    FleetClaimed = "fleet.claimed" => "Another station holds this registration ID (or key): set the device aside and check its serial label; the message names the station and line that provisioned it.",
+    FleetUnreachable = "fleet.unreachable" => "Check the network to the fleet database and that PostgreSQL runs ([fleet] url); with offline = \"allow\" the station goes on and catches up when it returns.",
+    FleetServer = "fleet.server" => "The fleet database refused a request: check the role's privileges and the server log, and run `station fleet init` after upgrading the station.",
+    FleetSchemaTooNew = "fleet.schema_too_new" => "The fleet database was migrated by a newer station: install that version on this station too.",
+    FleetSchemaMissing = "fleet.schema_missing" => "Create the fleet schema once with `station fleet init` (as a role allowed to create tables), then start the station again.",
     StoreDuplicateRegistration = "store.duplicate_registration" => "Two devices map to one registration ID: check the serial label and the [registration] template.",
     StoreDatabase = "store.database" => "Check the database path, its permissions and free disk space; do not delete the database, call an engineer.",
     StoreSchemaTooNew = "store.schema_too_new" => "This database was written by a newer station; install that version or use another database path.",
@@ -275,6 +280,18 @@ pub enum Error {
         registration_id: String,
         fixture: String,
     },
+    #[error(
+        "registration ID `{registration_id}`: {what} is held by station {station} on line {line} in the fleet database"
+    )]
+    FleetClaimed {
+        registration_id: String,
+        /// What is held: the registration ID, or the EK / certificate thumbprint.
+        what: String,
+        station: String,
+        line: String,
+    },
+    #[error("fleet database: {message}")]
+    Fleet { code: ErrorCode, message: String },
     #[error("database {path}: {message}")]
     Database { path: String, message: String },
     #[error(
@@ -375,6 +392,7 @@ impl Error {
             Error::VerifyMismatch { .. } => C::DeviceVerifyMismatch,
             Error::DuplicateRegistration { .. } => C::StoreDuplicateRegistration,
             Error::SameDevice { .. } => C::FixtureSameDevice,
+            Error::FleetClaimed { .. } => C::FleetClaimed,
             Error::Database { .. } => C::StoreDatabase,
             Error::SchemaTooNew { .. } => C::StoreSchemaTooNew,
             Error::GroupKeyChanged { .. } => C::ExportGroupKeyChanged,
@@ -385,7 +403,8 @@ impl Error {
             | Error::Tpm { code, .. }
             | Error::Upload { code, .. }
             | Error::Label { code, .. }
-            | Error::Audit { code, .. } => *code,
+            | Error::Audit { code, .. }
+            | Error::Fleet { code, .. } => *code,
             Error::CnTooLong { .. } => C::X509CnTooLong,
             Error::ReissueNotPermitted { .. } => C::X509ReissueNotPermitted,
             Error::DuplicateEk { .. } => C::TpmDuplicateEk,
@@ -431,6 +450,7 @@ impl Error {
             | Error::GroupKeyChanged { .. }
             | Error::BatchNotFound(_)
             | Error::Upload { .. }
+            | Error::Fleet { .. }
             | Error::Display { .. }
             | Error::Internal { .. } => ExitClass::Environment,
             Error::Interrupted { .. } => ExitClass::Interrupted,

@@ -9,6 +9,7 @@
 //! station                       run a fixture (next device, stop rules); jobs; labels; doctor
 //! workflow                      one device: identify → credential → pending → write → verify
 //! fuzzing                       entry points that fuzz every parser fed from outside
+//! fleet                         the fleet database (PostgreSQL): claims, outbox sync, status
 //! dps                           DPS model, export, upload
 //! label                         device labels: ZPL from the template, printers, PNG preview
 //! store                         SQLite: enrollments, attempts, batches
@@ -27,6 +28,7 @@ pub mod device;
 pub mod domain;
 pub mod dps;
 pub mod error;
+pub mod fleet;
 pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;

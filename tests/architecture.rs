@@ -19,6 +19,7 @@ const LAYERS: &[&str] = &[
     "store",
     "label",
     "dps",
+    "fleet",
     "fuzzing",
     "workflow",
     "station",

@@ -2,6 +2,9 @@
 //! simulator on a real pty and the real on-disk database.
 
 mod common;
+/// The fleet database's state in the header (`[fleet]`).
+#[path = "gui/fleet.rs"]
+mod fleet;
 /// Several fixtures (a gang): the tiles.
 #[path = "gui/gang.rs"]
 mod gang;

@@ -48,6 +48,23 @@ pub enum Command {
     /// Exported batches: check files against their signed manifests.
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// The fleet database ([fleet]): create its schema, show the fleet, send what is queued.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create or migrate the fleet schema (once per server, and after upgrading stations).
+    Init,
+    /// Per station: last sync, lag, queued entries, conflicts; per line and day: yield.
+    Status {
+        /// Days of per-line figures to show.
+        #[arg(long, default_value_t = 7)]
+        days: i32,
+    },
+    /// Send everything this station has queued for the fleet database, then exit.
+    Sync,
 }
 
 #[derive(Debug, Subcommand)]

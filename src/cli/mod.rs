@@ -3,6 +3,7 @@
 
 mod args;
 mod audit;
+mod fleet;
 mod label;
 mod output;
 mod provision;
@@ -60,6 +61,7 @@ fn run(cli: Cli, out: Out) -> Result<ExitCode> {
         Command::Label(c) => label::run(&config::load(config_path)?, c, out),
         Command::Audit(c) => audit::run(config_path, c, out),
         Command::Batch(BatchCommand::Verify { path, key }) => audit::batch_verify(&path, key, out),
+        Command::Fleet(c) => fleet::run(&config::load(config_path)?, c, out),
     }
 }
 

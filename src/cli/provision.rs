@@ -67,10 +67,15 @@ pub(super) fn provision(config: &Config, a: &ProvisionArgs, out: Out) -> Result<
     let interrupt = Interrupt::install()?;
     // Labels print on a thread of their own; a printer never holds up or fails a device.
     let labels = super::label::start(config, out);
-    match fixtures.as_slice() {
+    // So does the fleet sync: the outbox is in the database, so a run ended before the server
+    // answered loses nothing.
+    let sync = super::fleet::start(config)?;
+    let result = match fixtures.as_slice() {
         [one] => single(one, workflow, &input, a.count, &interrupt, labels, out),
         many => several(config, many, &input, a.count, &interrupt, labels, out),
-    }
+    };
+    super::fleet::finish(sync, out);
+    result
 }
 
 /// One fixture, on this thread.

@@ -80,6 +80,9 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
     if let Some(label) = &c.label {
         super::label::check(label)?;
     }
+    if let Some(fleet) = &c.fleet {
+        super::fleet::check(fleet)?;
+    }
     Ok(())
 }
 

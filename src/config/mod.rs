@@ -6,11 +6,13 @@
 //! secrets itself beyond checking they can be found (the symmetric credential source reads them).
 
 mod fixtures;
+mod fleet;
 mod label;
 pub(crate) mod load;
 mod model;
 
 pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
+pub use fleet::{FleetSection, OfflinePolicy, SslMode};
 pub use label::{LabelSection, PrinterAddress, ZPL_TCP_DEFAULT_PORT};
 pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
 pub use model::*;

@@ -23,6 +23,9 @@ pub struct Config {
     /// `[label]`: the device label printed after each PASS (none: no labels).
     #[serde(default)]
     pub label: Option<super::LabelSection>,
+    /// `[fleet]`: the shared PostgreSQL database (none: a standalone station).
+    #[serde(default)]
+    pub fleet: Option<super::FleetSection>,
     /// `[[fixture]]` tables: the slots of a gang fixture. None: `[serial]` is the one fixture.
     #[serde(default, rename = "fixture")]
     pub fixtures: Vec<super::FixtureSection>,

@@ -100,6 +100,8 @@ pub struct StationApp {
     pub labels: LabelsView,
     pub warnings: Vec<String>,
     pub db_error: Option<String>,
+    /// The fleet sync thread (`[fleet]`); the header shows its state.
+    pub fleet: Option<crate::fleet::SyncHandle>,
     pub show_settings: bool,
     pub doctor: Option<Vec<Check>>,
     pub effective_config: String,
@@ -153,6 +155,12 @@ impl StationApp {
         jobs.send(Job::StartChecks);
         let reader = reader::spawn(config.database_path(), repaint_fn(ctx));
         let effective_config = toml::to_string_pretty(&config).unwrap_or_default();
+        let mut warnings = Vec::new();
+        let fleet = config.fleet.as_ref().and_then(|_| {
+            crate::fleet::SyncHandle::start(&config)
+                .map_err(|e| warnings.push(format!("fleet sync not started: {e}")))
+                .ok()
+        });
         let prefs = Prefs {
             muted: !config.gui.sounds,
         };
@@ -173,8 +181,9 @@ impl StationApp {
             pending: Vec::new(),
             jobs_view: JobsView::default(),
             labels,
-            warnings: Vec::new(),
+            warnings,
             db_error: None,
+            fleet,
             show_settings: false,
             doctor: None,
             effective_config,

@@ -170,6 +170,10 @@ fn status_line(app: &StationApp, ui: &mut egui::Ui) {
             ui.colored_label(FAIL_RED, "Database: error");
         }
     }
+    if let Some(fleet) = &app.fleet {
+        ui.separator();
+        fleet_status(&fleet.state(), ui);
+    }
     if let Some(c) = &app.counts {
         ui.separator();
         ui.label(format!("Not yet exported: {}", c.provisioned));
@@ -178,4 +182,31 @@ fn status_line(app: &StationApp, ui: &mut egui::Ui) {
             ui.colored_label(FAIL_RED, format!("Unfinished: {}", c.pending));
         }
     }
+}
+
+/// The fleet database: online or not, the sync lag and queue, conflicts.
+fn fleet_status(s: &crate::fleet::SyncState, ui: &mut egui::Ui) {
+    let (color, text) = match s {
+        s if s.conflicts > 0 => (
+            FAIL_RED,
+            format!("Fleet: {} conflicts (station fleet status)", s.conflicts),
+        ),
+        s if s.online => (
+            PASS_GREEN,
+            format!(
+                "Fleet: online · lag {:.1} s · {} queued",
+                s.lag_s, s.pending
+            ),
+        ),
+        s if s.rounds == 0 => (WARN_AMBER, "Fleet: connecting".to_string()),
+        s => (
+            WARN_AMBER,
+            format!(
+                "Fleet: offline · lag {:.0} s · {} queued",
+                s.lag_s, s.pending
+            ),
+        ),
+    };
+    dot(ui, color);
+    ui.colored_label(color, text);
 }

@@ -12,6 +12,7 @@ pub mod audit_key;
 mod audit_verify;
 mod batches;
 mod enrollments;
+mod outbox;
 mod schema;
 mod uploads;
 
@@ -19,6 +20,7 @@ pub use crate::domain::{Enrollment, Status};
 pub use audit_verify::{AuditBreak, AuditReport};
 pub use batches::*;
 pub use enrollments::*;
+pub use outbox::{OutboxEntry, OutboxState};
 pub use uploads::*;
 
 use crate::domain::AttestationKind;

@@ -200,6 +200,60 @@ const MIGRATIONS: &[&str] = &[
         at         TEXT NOT NULL
     );
     "#,
+    // 7 -> 8: the fleet outbox (docs/fleet.md). While `fleet_state` holds its row (the
+    // station joined a fleet), triggers append every new enrollment version, attempt, batch
+    // and upload result to `fleet_outbox` in the transaction that made it, so the sync thread
+    // reads them in local commit order and nothing is lost or reordered. Individual symmetric
+    // keys (`primary_key`, `secondary_key`) are left out: they never leave the station.
+    r#"
+    CREATE TABLE fleet_outbox (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT NOT NULL CHECK (kind IN ('enrollment', 'attempt', 'batch', 'upload')),
+        payload TEXT NOT NULL,
+        at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE TABLE fleet_state (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        enabled_at   TEXT NOT NULL,
+        sent_seq     INTEGER NOT NULL DEFAULT 0,
+        last_sync_at TEXT,
+        last_error   TEXT
+    );
+    CREATE TRIGGER fleet_outbox_enrollment AFTER UPDATE OF export_seq ON enrollments
+        WHEN NEW.export_seq IS NOT NULL AND NEW.export_seq IS NOT OLD.export_seq
+         AND EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('enrollment', json_object('registration_id', NEW.registration_id, 'device_serial',
+            NEW.device_serial, 'firmware', NEW.firmware, 'model', NEW.model,
+            'attestation_type', NEW.attestation_type, 'key_source', NEW.key_source,
+            'group_key_id', NEW.group_key_id, 'public_material', NEW.public_material,
+            'device_digest', NEW.device_digest, 'station', NEW.station, 'line', NEW.line,
+            'operator', NEW.operator, 'created_at', NEW.created_at, 'provisioned_at',
+            NEW.provisioned_at, 'export_seq', NEW.export_seq, 'cert_serial', NEW.cert_serial,
+            'cert_thumbprint', NEW.cert_thumbprint, 'cert_not_before', NEW.cert_not_before,
+            'cert_not_after', NEW.cert_not_after, 'storage_root_key', NEW.storage_root_key,
+            'ek_hash', NEW.ek_hash, 'ek_certificate', NEW.ek_certificate, 'ek_cert_issuer',
+            NEW.ek_cert_issuer, 'ek_cert_status', NEW.ek_cert_status)); END;
+    CREATE TRIGGER fleet_outbox_attempt AFTER INSERT ON attempts
+        WHEN EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('attempt', json_object('id', NEW.id, 'registration_id', NEW.registration_id,
+            'device_serial', NEW.device_serial, 'outcome', NEW.outcome, 'error_code',
+            NEW.error_code, 'station', NEW.station, 'operator', NEW.operator, 'port',
+            NEW.port, 'started_at', NEW.started_at, 'duration_ms', NEW.duration_ms)); END;
+    CREATE TRIGGER fleet_outbox_batch AFTER INSERT ON batches
+        WHEN EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('batch', json_object('id', NEW.id, 'first_seq', NEW.first_seq, 'last_seq', NEW.last_seq,
+            'count', NEW.count, 'created_at', NEW.created_at, 'station', NEW.station)); END;
+    CREATE TRIGGER fleet_outbox_upload_insert AFTER INSERT ON uploads
+        WHEN EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('upload', json_object('export_seq', NEW.export_seq, 'registration_id', NEW.registration_id,
+            'status', NEW.status, 'mode', NEW.mode, 'error_code', NEW.error_code,
+            'updated_at', NEW.updated_at)); END;
+    CREATE TRIGGER fleet_outbox_upload_update AFTER UPDATE OF status, updated_at ON uploads
+        WHEN EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('upload', json_object('export_seq', NEW.export_seq, 'registration_id', NEW.registration_id,
+            'status', NEW.status, 'mode', NEW.mode, 'error_code', NEW.error_code,
+            'updated_at', NEW.updated_at)); END;
+    "#,
 ];
 
 /// The schema version this binary writes.

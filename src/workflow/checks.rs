@@ -1,9 +1,11 @@
 //! The workflow's rules that need no state: which serial a device has, whether its read-back
-//! matches, why a re-key is refused, whether a failed device still listens.
+//! matches, why a re-key is refused, whether a failed device still listens; and the fleet
+//! claim, made once the credential is known and before it is recorded or written.
 
 use crate::device::Device;
-use crate::domain::{Credential, Enrollment, hex};
+use crate::domain::{Credential, Enrollment, Event, hex};
 use crate::error::{Error, Result};
+use crate::fleet::{Claimer, claim::Claimed, claim::credential_key};
 use std::time::Duration;
 
 /// The device's own digest of what it holds must be the one sent.
@@ -90,6 +92,27 @@ pub(super) fn capabilities(
             capability: need.capability.name(),
             bit: need.capability.bit().trailing_zeros(),
             capabilities: info.capabilities,
+        });
+    }
+    Ok(())
+}
+
+/// Claim the registration ID (and the EK hash or certificate thumbprint) fleet-wide, before
+/// anything is recorded or written. Another station's claim fails the device; a server away
+/// under `offline = "allow"` is a warning (the claim is made when the outbox reaches it).
+pub(super) fn claim_in_fleet(
+    fleet: Option<&mut Claimer>,
+    registration_id: &str,
+    credential: &Credential,
+    emit: &mut dyn FnMut(Event),
+) -> Result<()> {
+    let Some(fleet) = fleet else { return Ok(()) };
+    let key = credential_key(credential);
+    if let Claimed::Offline(reason) = fleet.claim(registration_id, key.as_deref())? {
+        emit(Event::Warning {
+            message: format!(
+                "fleet database unreachable, provisioning offline (the claim is made when it returns): {reason}"
+            ),
         });
     }
     Ok(())

@@ -30,6 +30,7 @@ use crate::device::{Device, DeviceInfo};
 use crate::domain::registration_id::{self, Inputs, Template};
 use crate::domain::{Credential, Enrollment, FixtureId, Identity, RecordId, Status, hex};
 use crate::error::{Error, Result};
+use crate::fleet::Claimer;
 use crate::store::{Attempt, NewEnrollment, Store, now};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ pub struct Workflow {
     /// The fixture this workflow drives, and the devices every fixture of the station holds.
     fixture: FixtureId,
     claims: Claims,
+    /// Fleet-wide claims, when station.toml has `[fleet]`.
+    fleet: Option<Claimer>,
 }
 
 /// One device's pass through the workflow: what is known so far, for the attempt record.
@@ -87,7 +90,13 @@ impl Workflow {
         let source = attestation::source_from_config(config)?;
         let mut store = Store::open(&config.database_path())?;
         store.check_writable()?;
-        Self::with_parts(config, source, store)
+        let mut workflow = Self::with_parts(config, source, store)?;
+        workflow.fleet = config
+            .fleet
+            .as_ref()
+            .map(|_| Claimer::new(config))
+            .transpose()?;
+        Ok(workflow)
     }
 
     /// Build from parts (tests and benches supply their own store or source).
@@ -114,6 +123,7 @@ impl Workflow {
             interrupt: None,
             fixture: FixtureId("1".into()),
             claims: Claims::default(),
+            fleet: None,
         })
     }
 
@@ -404,6 +414,7 @@ impl Workflow {
             _ => false,
         };
         self.check_unfinished_rekey(who, existing, held, &expected_hex, input)?;
+        checks::claim_in_fleet(self.fleet.as_mut(), &who.registration_id, &credential, emit)?;
         self.record_pending(who, &credential, input, &expected_hex, supersede)?;
         emit(Event::Recorded {
             registration_id: who.registration_id.clone(),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dps_server;
+pub mod postgres;
 pub mod swtpm;
 
 use std::io::{BufRead, BufReader};
