@@ -119,6 +119,12 @@ pub(super) fn simulate(
     if let Some(c) = &config {
         sc.serial_prefix = c.simulator.serial_prefix.clone();
         sc.baud = c.simulator.baud;
+        sc.protocol = c.device.protocol;
+    }
+    match a.protocol.as_deref() {
+        Some("smp") => sc.protocol = config::DeviceProtocol::Smp,
+        Some(_) => sc.protocol = config::DeviceProtocol::V1,
+        None => {}
     }
     if let Some(p) = &a.serial_prefix {
         sc.serial_prefix = p.clone();
@@ -136,17 +142,22 @@ pub(super) fn simulate(
         sc.capabilities = bits;
     }
     for f in &a.faults {
-        sc.faults.add(f).map_err(Error::Usage)?;
+        match sc.protocol {
+            config::DeviceProtocol::Smp => sc.smp_faults.add(f),
+            config::DeviceProtocol::V1 => sc.faults.add(f),
+        }
+        .map_err(Error::Usage)?;
     }
     let handles = gang(&sc, a);
     let mut running = Vec::new();
     for (id, c) in handles {
         let flash_dir = c.flash_dir.clone();
+        let c_protocol = c.protocol;
         let handle = sim::spawn(c).map_err(|e| Error::PortUnavailable {
             port: "pty".into(),
             message: format!("cannot create a pseudo-terminal: {e}"),
         })?;
-        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir});
+        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir, "protocol": c_protocol.as_str()});
         if let Some(id) = &id {
             ready["fixture"] = id.clone().into();
         }

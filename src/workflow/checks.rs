@@ -72,6 +72,7 @@ pub(super) fn device_responsive(e: &Error) -> bool {
             | Error::CapabilityMissing { .. }
             | Error::RequestTooLarge { .. }
             | Error::Interrupted { .. }
+            | Error::Smp { .. }
     )
 }
 
