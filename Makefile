@@ -44,9 +44,9 @@ test: deps deb-check headless smp-venv
 # The independent SMP client tests/smp.rs checks the simulator against: Python's smpclient in a
 # virtual environment, made once (and again if the pinned version changes).
 smp-venv: deps
-	@if ! $(SMP_VENV)/bin/python -c "import smpclient, importlib.metadata as m; assert m.version('smpclient') == '$(SMPCLIENT_VERSION)'" 2>/dev/null; then \
+	@if ! $(SMP_VENV)/bin/python -c "import serial, smpclient, importlib.metadata as m; assert m.version('smpclient') == '$(SMPCLIENT_VERSION)'" 2>/dev/null; then \
 	  rm -rf $(SMP_VENV) && python3 -m venv $(SMP_VENV) && \
-	  $(SMP_VENV)/bin/pip install -q smpclient==$(SMPCLIENT_VERSION) || \
+	  $(SMP_VENV)/bin/pip install -q 'smpclient[serial]==$(SMPCLIENT_VERSION)' || \
 	  { echo "cannot create the smpclient virtual environment in $(SMP_VENV) (python3-venv and PyPI are needed)"; exit 1; }; \
 	fi
 

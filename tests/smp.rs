@@ -170,6 +170,21 @@ fn tpm_attestation_reads_the_ek_through_the_fixture_tcti_and_writes_it_over_smp(
 }
 
 #[test]
+fn tpm_read_through_the_device_is_refused_before_anything_is_recorded() {
+    let cfg = smp_config("").replace(
+        "[attestation]\nmode = \"symmetric\"\n",
+        "[attestation]\nmode = \"tpm\"\n\n[attestation.tpm]\nsource = \"device\"\nek_certificate = \"off\"\n",
+    );
+    let st = StationDir::with_config(&cfg);
+    let (out, _sim) = provision_smp(&st, &[]);
+    assert!(!out.status.success());
+    let failed = &events(&out, "failed")[0];
+    assert_eq!(failed["code"], "device.smp_unsupported", "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("TCTI"), "{failed}");
+    assert!(st.rows().is_empty(), "nothing recorded");
+}
+
+#[test]
 fn line_faults_are_survived_and_storage_faults_fail_without_a_good_record() {
     let slow = smp_config("").replace("commit_timeout_ms = 1000", "commit_timeout_ms = 2500");
     for (cfg, fault) in [
