@@ -86,7 +86,11 @@ fn group_derived_keys_go_to_files_with_a_manifest_the_database_matches_and_a_rer
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "provisioned");
     let files = device_files(&st.flash(), "SIM000001");
-    assert_eq!(manifest_digest(&files), rows[0].4, "the device holds what the database does");
+    assert_eq!(
+        manifest_digest(&files),
+        rows[0].4,
+        "the device holds what the database does"
+    );
     assert_manifest_matches_files(&files);
     let derived = st.station(&["derive-key", "--registration-id", "sim000001"]);
     assert_eq!(
@@ -100,28 +104,44 @@ fn group_derived_keys_go_to_files_with_a_manifest_the_database_matches_and_a_rer
     // The same device again: what it holds is found by hashing, nothing is written.
     let again = st.station(&["--json", "provision", "--port", &sim.port]);
     assert!(again.status.success(), "{}", text(&again));
-    assert_eq!(events(&again, "already_provisioned").len(), 1, "{}", text(&again));
+    assert_eq!(
+        events(&again, "already_provisioned").len(),
+        1,
+        "{}",
+        text(&again)
+    );
     assert!(events(&again, "writing").is_empty());
 }
 
 #[test]
 fn individual_keys_and_settings_storage_pass_and_are_saved_as_settings_keys() {
-    let cfg = smp_config("\n[device.smp]\nstorage = \"settings\"\nserial_source = \"settings:device/serial\"\n")
-        .replace("keys = \"group-derived\"", "keys = \"individual\"");
+    let cfg = smp_config(
+        "\n[device.smp]\nstorage = \"settings\"\nserial_source = \"settings:device/serial\"\n",
+    )
+    .replace("keys = \"group-derived\"", "keys = \"individual\"");
     let st = StationDir::with_config(&cfg);
     let (out, sim) = provision_smp(&st, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let rows = st.rows();
     assert_eq!(rows[0].2, "provisioned");
-    let saved: BTreeMap<String, String> = serde_json::from_slice(
-        &std::fs::read(st.flash().join("SIM000001/settings")).unwrap(),
-    )
-    .unwrap();
-    for key in ["dps/id_scope", "dps/registration_id", "dps/credential", "dps/manifest"] {
+    let saved: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(st.flash().join("SIM000001/settings")).unwrap())
+            .unwrap();
+    for key in [
+        "dps/id_scope",
+        "dps/registration_id",
+        "dps/credential",
+        "dps/manifest",
+    ] {
         assert!(saved.contains_key(key), "{key} saved: {saved:?}");
     }
     let again = st.station(&["--json", "provision", "--port", &sim.port]);
-    assert_eq!(events(&again, "already_provisioned").len(), 1, "{}", text(&again));
+    assert_eq!(
+        events(&again, "already_provisioned").len(),
+        1,
+        "{}",
+        text(&again)
+    );
 }
 
 #[test]
@@ -151,7 +171,11 @@ fn x509_with_a_station_key_writes_the_key_as_a_file_and_device_keys_are_refused(
 fn tpm_attestation_reads_the_ek_through_the_fixture_tcti_and_writes_it_over_smp() {
     use common::swtpm::{Manufacture, Swtpm};
     let tpm = Swtpm::start(Manufacture::EkWithCertificate);
-    let roots: Vec<String> = tpm.roots().iter().map(|p| format!("\"{}\"", p.display())).collect();
+    let roots: Vec<String> = tpm
+        .roots()
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
     let cfg = smp_config("").replace(
         "[attestation]\nmode = \"symmetric\"\n",
         &format!(
@@ -180,7 +204,10 @@ fn tpm_read_through_the_device_is_refused_before_anything_is_recorded() {
     assert!(!out.status.success());
     let failed = &events(&out, "failed")[0];
     assert_eq!(failed["code"], "device.smp_unsupported", "{failed}");
-    assert!(failed["message"].as_str().unwrap().contains("TCTI"), "{failed}");
+    assert!(
+        failed["message"].as_str().unwrap().contains("TCTI"),
+        "{failed}"
+    );
     assert!(st.rows().is_empty(), "nothing recorded");
 }
 
@@ -211,7 +238,11 @@ fn line_faults_are_survived_and_storage_faults_fail_without_a_good_record() {
         assert_eq!(rows.len(), 1, "recorded before the first file was written");
         assert_eq!(rows[0].2, "failed", "{fault}");
         let files = device_files(&st.flash(), "SIM000001");
-        assert_eq!(manifest_digest(&files), None, "{fault}: no identity on the device");
+        assert_eq!(
+            manifest_digest(&files),
+            None,
+            "{fault}: no identity on the device"
+        );
     }
 }
 
@@ -243,8 +274,60 @@ fn killing_the_station_mid_upload_leaves_a_pending_row_that_a_rerun_completes() 
     assert_eq!(writes, 3, "killed mid-upload");
     assert_eq!(st.rows()[0].2, "pending", "recorded before the first file");
     let files = device_files(&st.flash(), "SIM000001");
-    assert_eq!(manifest_digest(&files), None, "half the files are no identity");
+    assert_eq!(
+        manifest_digest(&files),
+        None,
+        "half the files are no identity"
+    );
 
+    let rerun = st.station(&["--json", "provision", "--port", &sim.port]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let rows = st.rows();
+    assert_eq!(rows[0].2, "provisioned");
+    let files = device_files(&st.flash(), "SIM000001");
+    assert_eq!(manifest_digest(&files), rows[0].4);
+    assert_manifest_matches_files(&files);
+}
+
+#[test]
+fn a_power_cut_mid_upload_loses_nothing_and_a_rerun_after_power_on_finishes_the_device() {
+    let cfg = smp_config("").replace("[serial]\n", "[serial]\nbaud = 4800\n");
+    let st = StationDir::with_config(&cfg);
+    let args = ["--protocol", "smp", "--devices", "1", "--baud", "4800"];
+    let sim = st.simulator(&args);
+    let mut child = Command::new(STATION)
+        .arg("--config")
+        .arg(st.config())
+        .args(["--json", "provision", "--port", &sim.port])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sim = Some(sim);
+    let (mut writes, mut failed) = (0, None);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "writing" {
+            writes += 1;
+            if writes == 3 {
+                // The device loses power: the simulator process dies, its files stay.
+                drop(sim.take());
+            }
+        }
+        if v["event"] == "failed" {
+            failed = Some(v["code"].as_str().unwrap().to_string());
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(failed.as_deref(), Some("device.disconnected"));
+    let rows = st.rows();
+    assert_ne!(rows[0].2, "provisioned");
+    assert_eq!(
+        manifest_digest(&device_files(&st.flash(), "SIM000001")),
+        None
+    );
+
+    let sim = st.simulator(&args);
     let rerun = st.station(&["--json", "provision", "--port", &sim.port]);
     assert!(rerun.status.success(), "{}", text(&rerun));
     let rows = st.rows();
@@ -264,7 +347,10 @@ fn a_gang_of_v1_and_smp_fixtures_provisions_both_and_exports_valid_bulk_json() {
     let mut protocols: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in events(&out, "identified") {
         let f = e["fixture"].as_str().unwrap().to_string();
-        protocols.entry(f).or_default().push(e["protocol"].as_u64().unwrap());
+        protocols
+            .entry(f)
+            .or_default()
+            .push(e["protocol"].as_u64().unwrap());
     }
     assert!(protocols["v1"].iter().all(|p| *p == 1), "{protocols:?}");
     assert!(protocols["smp"].iter().all(|p| *p == 0), "{protocols:?}");

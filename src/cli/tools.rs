@@ -104,6 +104,49 @@ pub(super) fn simulate(
     a: &SimulateArgs,
     out: Out,
 ) -> Result<ExitCode> {
+    let sc = sim_config(config_path, a)?;
+    let handles = gang(&sc, a);
+    let mut running = Vec::new();
+    for (id, c) in handles {
+        let flash_dir = c.flash_dir.clone();
+        let c_protocol = c.protocol;
+        let handle = sim::spawn(c).map_err(|e| Error::PortUnavailable {
+            port: "pty".into(),
+            message: format!("cannot create a pseudo-terminal: {e}"),
+        })?;
+        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir, "protocol": c_protocol.as_str()});
+        if let Some(id) = &id {
+            ready["fixture"] = id.clone().into();
+        }
+        out.emit(&ready, || match &id {
+            Some(id) => format!("{id} {}", handle.path),
+            None => handle.path.clone(),
+        });
+        if !out.json {
+            eprintln!(
+                "simulated fixture {}on {} (flash in {}); Ctrl-C to stop",
+                id.as_ref().map(|i| format!("{i} ")).unwrap_or_default(),
+                handle.path,
+                flash_dir.display()
+            );
+        }
+        running.push(handle);
+    }
+    // Until every fixture's simulator ends (a disconnect fault) or the process is stopped.
+    for handle in running {
+        let exit = handle.wait().map_err(|e| Error::PortUnavailable {
+            port: "pty".into(),
+            message: e.to_string(),
+        })?;
+        if exit == sim::SimExit::Disconnected {
+            eprintln!("simulated device disconnected (fault injected)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The simulator `station simulate` asks for: its flags over `[simulator]` and `[device]`.
+fn sim_config(config_path: Option<&std::path::Path>, a: &SimulateArgs) -> Result<sim::SimConfig> {
     // The simulator stands alone: it only reads station.toml for defaults when no --flash is
     // given.
     let config = match &a.flash {
@@ -148,44 +191,7 @@ pub(super) fn simulate(
         }
         .map_err(Error::Usage)?;
     }
-    let handles = gang(&sc, a);
-    let mut running = Vec::new();
-    for (id, c) in handles {
-        let flash_dir = c.flash_dir.clone();
-        let c_protocol = c.protocol;
-        let handle = sim::spawn(c).map_err(|e| Error::PortUnavailable {
-            port: "pty".into(),
-            message: format!("cannot create a pseudo-terminal: {e}"),
-        })?;
-        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir, "protocol": c_protocol.as_str()});
-        if let Some(id) = &id {
-            ready["fixture"] = id.clone().into();
-        }
-        out.emit(&ready, || match &id {
-            Some(id) => format!("{id} {}", handle.path),
-            None => handle.path.clone(),
-        });
-        if !out.json {
-            eprintln!(
-                "simulated fixture {}on {} (flash in {}); Ctrl-C to stop",
-                id.as_ref().map(|i| format!("{i} ")).unwrap_or_default(),
-                handle.path,
-                flash_dir.display()
-            );
-        }
-        running.push(handle);
-    }
-    // Until every fixture's simulator ends (a disconnect fault) or the process is stopped.
-    for handle in running {
-        let exit = handle.wait().map_err(|e| Error::PortUnavailable {
-            port: "pty".into(),
-            message: e.to_string(),
-        })?;
-        if exit == sim::SimExit::Disconnected {
-            eprintln!("simulated device disconnected (fault injected)");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(sc)
 }
 
 /// The simulators `--fixtures N` asks for: each its own serial range and flash directory, the

@@ -146,9 +146,15 @@ mod tests {
     #[test]
     fn serial_sources_parse_and_bad_ones_say_what_is_accepted() {
         let mut s = SmpSection::default();
-        assert_eq!(s.serial_source(), Ok(SerialSource::File("/lfs/serial".into())));
+        assert_eq!(
+            s.serial_source(),
+            Ok(SerialSource::File("/lfs/serial".into()))
+        );
         s.serial_source = "settings:dev/serial".into();
-        assert_eq!(s.serial_source(), Ok(SerialSource::Setting("dev/serial".into())));
+        assert_eq!(
+            s.serial_source(),
+            Ok(SerialSource::Setting("dev/serial".into()))
+        );
         s.serial_source = "scan".into();
         assert_eq!(s.serial_source(), Ok(SerialSource::Scan));
         s.serial_source = "file:relative".into();

@@ -42,10 +42,7 @@ impl Write for Replay<'_> {
 }
 
 impl ConfigurableTimeout for Replay<'_> {
-    fn set_timeout(
-        &mut self,
-        _: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn set_timeout(&mut self, _: Duration) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
 }
@@ -82,13 +79,21 @@ pub fn smp(data: &[u8]) {
         });
         let mut buf2 = Box::new([0u8; SMP_TRANSFER_BUFFER_SIZE]);
         let back = fresh.recv_raw_frame(&mut buf2).map(<[u8]>::to_vec);
-        assert_eq!(back.ok(), Some(packet.clone()), "a packet re-framed decodes otherwise");
+        assert_eq!(
+            back.ok(),
+            Some(packet.clone()),
+            "a packet re-framed decodes otherwise"
+        );
         if let Some(body) = packet.get(8..) {
             decode_answer(which, body);
         }
     }
     if let Some(m) = Manifest::parse(stream) {
-        assert_eq!(Manifest::parse(&m.encode()), Some(m), "a manifest re-encodes otherwise");
+        assert_eq!(
+            Manifest::parse(&m.encode()),
+            Some(m),
+            "a manifest re-encodes otherwise"
+        );
     }
 }
 
@@ -158,6 +163,10 @@ mod tests {
             ciborium::from_reader(io::Cursor::new(&packet[8..])).unwrap();
         assert_eq!(answer.r#type, "sha256");
         assert_eq!(answer.len, 300);
-        assert_eq!(frame(&packet), seed[2..].to_vec(), "the simulator frames as Zephyr does");
+        assert_eq!(
+            frame(&packet),
+            seed[2..].to_vec(),
+            "the simulator frames as Zephyr does"
+        );
     }
 }

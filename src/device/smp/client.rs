@@ -112,7 +112,8 @@ pub fn device_error(e: &MCUmgrClientError) -> Option<(u16, i32)> {
             rc,
         })) => Some((*group, *rc)),
         MCUmgrClientError::ExecuteError(ExecuteError::ErrorResponse(DeviceError::V1 {
-            rc, ..
+            rc,
+            ..
         })) => Some((0, *rc)),
         _ => None,
     }
@@ -185,7 +186,10 @@ pub fn map_error(port: &str, command: &'static str, attempts: u32, e: MCUmgrClie
 
 /// The device refused `command` with its own error code.
 fn refused(port: &str, command: &'static str, group: u16, rc: i32, e: &MCUmgrClientError) -> Error {
-    let full = matches!((group, rc), (GROUP_FS, FS_ERR_WRITE_FAILED) | (0, MGMT_ERR_ENOMEM));
+    let full = matches!(
+        (group, rc),
+        (GROUP_FS, FS_ERR_WRITE_FAILED) | (0, MGMT_ERR_ENOMEM)
+    );
     let what = match e {
         MCUmgrClientError::ExecuteError(ExecuteError::ErrorResponse(d)) => d.to_string(),
         other => other.to_string(),
@@ -221,15 +225,17 @@ mod tests {
     use super::*;
 
     fn answer(group: u16, rc: i32) -> MCUmgrClientError {
-        MCUmgrClientError::ExecuteError(ExecuteError::ErrorResponse(DeviceError::V2 {
-            group,
-            rc,
-        }))
+        MCUmgrClientError::ExecuteError(ExecuteError::ErrorResponse(DeviceError::V2 { group, rc }))
     }
 
     #[test]
     fn a_full_file_system_is_a_storage_failure_and_others_are_refusals() {
-        let e = map_error("/dev/x", "fs upload", 4, answer(GROUP_FS, FS_ERR_WRITE_FAILED));
+        let e = map_error(
+            "/dev/x",
+            "fs upload",
+            4,
+            answer(GROUP_FS, FS_ERR_WRITE_FAILED),
+        );
         assert_eq!(e.code(), "device.smp_storage");
         assert!(e.to_string().contains("full"), "{e}");
         let e = map_error("/dev/x", "fs upload", 4, answer(GROUP_FS, 2));
@@ -246,6 +252,9 @@ mod tests {
         let d = MCUmgrClientError::ExecuteError(ExecuteError::ReceiveFailed(
             ReceiveError::TransportError(Box::new(gone)),
         ));
-        assert_eq!(map_error("p", "os echo", 3, d).code(), "device.disconnected");
+        assert_eq!(
+            map_error("p", "os echo", 3, d).code(),
+            "device.disconnected"
+        );
     }
 }

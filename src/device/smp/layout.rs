@@ -86,7 +86,9 @@ impl Manifest {
                     return required.then_some(Manifest { entries, digest });
                 }
                 (name, len, Some(h), None) => {
-                    let record = RecordId::ALL.into_iter().find(|r| record_name(*r) == name)?;
+                    let record = RecordId::ALL
+                        .into_iter()
+                        .find(|r| record_name(*r) == name)?;
                     if entries.iter().any(|e| e.record == record) {
                         return None;
                     }

@@ -130,7 +130,8 @@ impl SmpDevice {
 
     /// Allow `extra` beyond the response time, plus line time for the largest frame.
     fn set_timeout(&self, extra: Duration) -> Result<()> {
-        let line = Duration::from_micros(LINE_BUDGET_BYTES * 10 * 1_000_000 / self.opts.baud as u64);
+        let line =
+            Duration::from_micros(LINE_BUDGET_BYTES * 10 * 1_000_000 / self.opts.baud as u64);
         self.client
             .set_timeout(self.opts.response + extra + line)
             .map_err(|e| self.err(("set timeout", e)))
@@ -346,7 +347,10 @@ impl Device for SmpDevice {
         let digest = records_digest(self.staged.iter().map(|(r, b)| (*r as u8, b.as_slice())));
         let manifest = Manifest { entries, digest }.encode();
         self.set_timeout(self.opts.write)?;
-        let written = self.opts.store.put(&self.client, MANIFEST, &manifest, &mut |_| {});
+        let written = self
+            .opts
+            .store
+            .put(&self.client, MANIFEST, &manifest, &mut |_| {});
         self.set_timeout(Duration::ZERO)?;
         written.map_err(|e| self.err(e))?;
         if self.hash(MANIFEST)? != Some(Sha256::digest(&manifest).into()) {
@@ -359,7 +363,10 @@ impl Device for SmpDevice {
                 ),
             });
         }
-        self.opts.store.save(&self.client).map_err(|e| self.err(e))?;
+        self.opts
+            .store
+            .save(&self.client)
+            .map_err(|e| self.err(e))?;
         self.staged.clear();
         Ok(digest)
     }

@@ -22,12 +22,7 @@ const UPLOAD_RESTARTS: u32 = 3;
 
 /// Upload `bytes` as the file `path` in chunks the toolkit sizes from the negotiated frame size,
 /// starting over when a re-sent chunk finds the file already longer (a lost answer).
-fn upload(
-    c: &MCUmgrClient,
-    path: &str,
-    bytes: &[u8],
-    progress: &mut dyn FnMut(usize),
-) -> R<()> {
+fn upload(c: &MCUmgrClient, path: &str, bytes: &[u8], progress: &mut dyn FnMut(usize)) -> R<()> {
     let mut restarts = 0;
     loop {
         let mut cb = |done: u64, _total: u64| {

@@ -174,7 +174,10 @@ mod tests {
     fn long_packets_span_lines_of_at_most_127_bytes_and_come_back_whole() {
         let packet: Vec<u8> = (0..700u32).map(|i| (i * 7) as u8).collect();
         let wire = encode(&packet);
-        let lines: Vec<&[u8]> = wire.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = wire
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         assert!(lines.len() > 5);
         assert!(lines.iter().all(|l| l.len() < MAX_LINE));
         assert!(lines[1].starts_with(&CONTINUATION));

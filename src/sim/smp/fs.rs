@@ -8,7 +8,7 @@
 //! (a number); an empty file has no hash (`FS_MGMT_ERR_FILE_EMPTY`).
 
 use super::SmpSim;
-use super::server::{GROUP_FS, MGMT_ERR_EINVAL, MGMT_ERR_ENOTSUP, Reply, bytes, text, uint};
+use super::cbor::{GROUP_FS, MGMT_ERR_EINVAL, MGMT_ERR_ENOTSUP, Reply, bytes, text, uint};
 use ciborium::Value;
 use sha2::{Digest as _, Sha256};
 use std::io::{Seek, SeekFrom, Write};
@@ -88,7 +88,11 @@ fn upload(sim: &mut SmpSim, path: &Path, m: &[(Value, Value)]) -> Reply {
     // The next chunk must continue the file: a re-sent chunk whose answer was lost finds the
     // file already longer, and the client has to start over.
     if off > 0 && off != current {
-        return Reply::GroupErrorWith(GROUP_FS, FILE_OFFSET_NOT_VALID, vec![("len", current.into())]);
+        return Reply::GroupErrorWith(
+            GROUP_FS,
+            FILE_OFFSET_NOT_VALID,
+            vec![("len", current.into())],
+        );
     }
     // Offset 0 with data truncates; offset 0 without data only creates the file.
     let truncate = off == 0 && !data.is_empty();

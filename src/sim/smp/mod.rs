@@ -8,6 +8,7 @@
 //! documentation and share no code with the station's client (`mcumgr-toolkit`). A test drives
 //! it with a third implementation, Python's `smpclient`.
 
+mod cbor;
 mod faults;
 pub mod frame;
 mod fs;
@@ -260,7 +261,9 @@ fn transmit<P: Write>(sim: &mut SmpSim, port: &mut P, mut wire: Vec<u8>) -> io::
     let faults = sim.faults();
     let mut out = Vec::new();
     if faults.noise && n.is_multiple_of(3) {
-        out.extend_from_slice(format!("[{:>9.3}] <inf> app: sensor ok\r\n", n as f64 * 0.137).as_bytes());
+        out.extend_from_slice(
+            format!("[{:>9.3}] <inf> app: sensor ok\r\n", n as f64 * 0.137).as_bytes(),
+        );
     }
     if faults.drop_every.is_some_and(|k| n.is_multiple_of(k)) {
         wire.clear();

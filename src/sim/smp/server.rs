@@ -5,20 +5,11 @@
 //! `{"err": {"group": G, "rc": N}}` (SMP v2 group errors).
 
 use super::SmpSim;
+use super::cbor::{
+    GROUP_FS, GROUP_OS, GROUP_SETTINGS, MGMT_ERR_EINVAL, MGMT_ERR_ENOENT, MGMT_ERR_ENOTSUP,
+    MGMT_ERR_EUNKNOWN, OP_READ, OP_WRITE, Reply, text,
+};
 use ciborium::Value;
-
-/// SMP ops.
-pub const OP_READ: u8 = 0;
-pub const OP_WRITE: u8 = 2;
-/// Groups.
-pub const GROUP_OS: u16 = 0;
-pub const GROUP_SETTINGS: u16 = 3;
-pub const GROUP_FS: u16 = 8;
-/// `MGMT_ERR_*` codes.
-pub const MGMT_ERR_EUNKNOWN: i64 = 1;
-pub const MGMT_ERR_EINVAL: i64 = 3;
-pub const MGMT_ERR_ENOENT: i64 = 5;
-pub const MGMT_ERR_ENOTSUP: i64 = 8;
 
 /// An SMP header (Zephyr `struct smp_hdr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,18 +52,6 @@ impl Header {
             self.id,
         ]
     }
-}
-
-/// What a handler answers.
-pub enum Reply {
-    /// A CBOR map of these fields.
-    Map(Vec<(&'static str, Value)>),
-    /// A group error (`err` in SMP v2; a generic `rc` in SMP v1).
-    GroupError(u16, i64),
-    /// A group error with more fields (the fs group's `len` beside an offset error).
-    GroupErrorWith(u16, i64, Vec<(&'static str, Value)>),
-    /// A generic MCUmgr error `rc`.
-    Rc(i64),
 }
 
 /// What the device does with a request.
@@ -165,27 +144,6 @@ fn v1_rc(group: u16, rc: i64) -> i64 {
         (GROUP_FS, 2) | (GROUP_FS, 13) => MGMT_ERR_EINVAL,
         _ => MGMT_ERR_EUNKNOWN,
     }
-}
-
-/// A field of a request map.
-pub fn field<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
-    m.iter()
-        .find(|(k, _)| k.as_text() == Some(key))
-        .map(|(_, v)| v)
-}
-
-pub fn text<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a str> {
-    field(m, key).and_then(Value::as_text)
-}
-
-pub fn uint(m: &[(Value, Value)], key: &str) -> Option<u64> {
-    field(m, key)
-        .and_then(Value::as_integer)
-        .and_then(|i| u64::try_from(i).ok())
-}
-
-pub fn bytes<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a [u8]> {
-    field(m, key).and_then(Value::as_bytes).map(Vec::as_slice)
 }
 
 /// The os group (0): echo, reset, MCUmgr parameters, application info.

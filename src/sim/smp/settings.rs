@@ -3,7 +3,7 @@
 //! `device/serial` is a read-only runtime key carrying the device's serial number.
 
 use super::SmpSim;
-use super::server::{GROUP_SETTINGS, MGMT_ERR_EINVAL, MGMT_ERR_ENOTSUP, Reply, bytes, text};
+use super::cbor::{GROUP_SETTINGS, MGMT_ERR_EINVAL, MGMT_ERR_ENOTSUP, Reply, bytes, text};
 use ciborium::Value;
 
 /// `SETTINGS_MGMT_ERR_*` codes.
@@ -46,9 +46,10 @@ pub fn handle(sim: &mut SmpSim, id: u8, write: bool, m: &[(Value, Value)]) -> Re
         return err(KEY_TOO_LONG);
     }
     match (id, write) {
-        (0, false) if name == SERIAL_KEY => {
-            Reply::Map(vec![("val", Value::Bytes(sim.device.serial.as_bytes().to_vec()))])
-        }
+        (0, false) if name == SERIAL_KEY => Reply::Map(vec![(
+            "val",
+            Value::Bytes(sim.device.serial.as_bytes().to_vec()),
+        )]),
         (0, false) => match sim.device.settings.get(name) {
             Some(v) => Reply::Map(vec![("val", Value::Bytes(v.clone()))]),
             None => err(KEY_NOT_FOUND),
