@@ -168,6 +168,21 @@ fn x509_with_a_station_key_writes_the_key_as_a_file_and_device_keys_are_refused(
 }
 
 #[test]
+fn a_multi_chunk_upload_resumes_when_lost_answers_make_zephyr_refuse_the_resent_chunk() {
+    // Every 3rd answer lost: a re-sent chunk finds the file already longer
+    // (FS_MGMT_ERR_FILE_OFFSET_NOT_VALID) and the certificate chain's upload resumes.
+    let st = x509_station("station", "p256");
+    let cfg = std::fs::read_to_string(st.config()).unwrap() + "\n[device]\nprotocol = \"smp\"\n";
+    std::fs::write(st.config(), cfg).unwrap();
+    let (out, _sim) = provision_smp(&st, &["--fault", "drop:3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let files = device_files(&st.flash(), "SIM000001");
+    assert!(files["credential"].len() > 1024, "more than one chunk");
+    assert_eq!(manifest_digest(&files), st.rows()[0].4);
+    assert_manifest_matches_files(&files);
+}
+
+#[test]
 fn tpm_attestation_reads_the_ek_through_the_fixture_tcti_and_writes_it_over_smp() {
     use common::swtpm::{Manufacture, Swtpm};
     let tpm = Swtpm::start(Manufacture::EkWithCertificate);

@@ -9,36 +9,94 @@ use super::client::{GROUP_FS, device_error, file_empty, not_found};
 use super::layout::CLEARED;
 use mcumgr_toolkit::MCUmgrClient;
 use mcumgr_toolkit::client::MCUmgrClientError;
-use mcumgr_toolkit::commands::fs::FileChecksumData;
+use mcumgr_toolkit::commands::fs::{FileChecksumData, FileUpload, file_upload_max_data_chunk_size};
 use sha2::{Digest as _, Sha256};
 
 type R<T> = std::result::Result<T, (&'static str, MCUmgrClientError)>;
 
 /// `FS_MGMT_ERR_FILE_OFFSET_NOT_VALID`: a chunk re-sent after its answer was lost finds the
-/// file already longer; the upload starts over.
+/// file already longer than the chunk's offset.
 const FS_ERR_OFFSET_NOT_VALID: i32 = 11;
-/// How often an upload starts over after such a chunk.
-const UPLOAD_RESTARTS: u32 = 3;
+/// How often an upload resumes after such a chunk.
+const UPLOAD_RESUMES: u32 = 8;
+/// SMP frame size a resumed upload's chunks are sized for: Zephyr's default buffer, which every
+/// device has at least.
+const RESUME_FRAME: usize = 384 - 4;
 
-/// Upload `bytes` as the file `path` in chunks the toolkit sizes from the negotiated frame size,
-/// starting over when a re-sent chunk finds the file already longer (a lost answer).
+/// Upload `bytes` as the file `path` in chunks the toolkit sizes from the negotiated frame size.
+/// The toolkit re-sends a chunk whose answer was lost; Zephyr then refuses it (the file is
+/// already longer), and the upload resumes where the device's file stops matching `bytes`
+/// (found by its SHA-256), or starts over.
 fn upload(c: &MCUmgrClient, path: &str, bytes: &[u8], progress: &mut dyn FnMut(usize)) -> R<()> {
-    let mut restarts = 0;
+    let mut from = None;
+    let mut resumes = 0;
     loop {
-        let mut cb = |done: u64, _total: u64| {
-            progress(done as usize);
-            true
+        let sent = match from {
+            None => {
+                let mut cb = |done: u64, _total: u64| {
+                    progress(done as usize);
+                    true
+                };
+                c.fs_file_upload(path, bytes, bytes.len() as u64, Some(&mut cb))
+            }
+            Some(off) => upload_from(c, path, bytes, off, progress),
         };
-        match c.fs_file_upload(path, bytes, bytes.len() as u64, Some(&mut cb)) {
+        match sent {
             Err(e)
                 if device_error(&e) == Some((GROUP_FS, FS_ERR_OFFSET_NOT_VALID))
-                    && restarts < UPLOAD_RESTARTS =>
+                    && resumes < UPLOAD_RESUMES =>
             {
-                restarts += 1;
+                resumes += 1;
+                from = held_prefix(c, path, bytes)?;
             }
             r => return r.map_err(|e| ("fs upload", e)),
         }
     }
+}
+
+/// How much of `bytes` the device's file `path` already holds (`None`: nothing usable).
+fn held_prefix(c: &MCUmgrClient, path: &str, bytes: &[u8]) -> R<Option<usize>> {
+    match c.fs_file_checksum(path, Some("sha256"), 0, None) {
+        Ok(r) => {
+            let len = r.len as usize;
+            let FileChecksumData::Hash(h) = r.output else {
+                return Ok(None);
+            };
+            let prefix = bytes
+                .get(..len)
+                .filter(|p| Sha256::digest(p).as_slice() == &h[..]);
+            Ok(prefix.map(|_| len).filter(|l| *l > 0))
+        }
+        Err(e) if not_found(&e) || file_empty(&e) => Ok(None),
+        Err(e) => Err(("fs hash", e)),
+    }
+}
+
+/// Upload `bytes[off..]` to the file `path`, which holds `bytes[..off]`.
+fn upload_from(
+    c: &MCUmgrClient,
+    path: &str,
+    bytes: &[u8],
+    mut off: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(), MCUmgrClientError> {
+    let chunk = file_upload_max_data_chunk_size(RESUME_FRAME, path)
+        .map_err(MCUmgrClientError::FrameSizeTooSmall)?;
+    while off < bytes.len() {
+        let data = &bytes[off..(off + chunk).min(bytes.len())];
+        let answer = c.raw_command(&FileUpload {
+            off: off as u64,
+            data,
+            name: path,
+            len: None,
+        })?;
+        if answer.off as usize != off + data.len() {
+            return Err(MCUmgrClientError::UnexpectedOffset);
+        }
+        off += data.len();
+        progress(off);
+    }
+    Ok(())
 }
 
 /// A storage place on the device.
