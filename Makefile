@@ -1,11 +1,14 @@
 # The two commands of README.md: `make run` and `make test`. Both install the Debian packages
 # they need (idempotently) first.
 
-APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian postgresql
+APT_PACKAGES := build-essential pkg-config libudev-dev openssl libtss2-dev swtpm swtpm-tools tpm2-tools lintian postgresql python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: deps gui-deps gui-runtime run run-headless test headless bench fuzz cargo-fuzz screenshot screenshot-build screenshot-one screenshot-gang cargo-deb deb deb-check
+SMP_VENV := target/smp-venv
+SMPCLIENT_VERSION := 7.3.0
+
+.PHONY: smp-venv deps gui-deps gui-runtime run run-headless test headless bench fuzz cargo-fuzz screenshot screenshot-build screenshot-one screenshot-gang cargo-deb deb deb-check
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -33,10 +36,19 @@ run-headless: deps
 	./target/debug/station export
 	./target/debug/station list --limit 10
 
-test: deps deb-check headless
+test: deps deb-check headless smp-venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test
+
+# The independent SMP client tests/smp.rs checks the simulator against: Python's smpclient in a
+# virtual environment, made once (and again if the pinned version changes).
+smp-venv: deps
+	@if ! $(SMP_VENV)/bin/python -c "import serial, smpclient, importlib.metadata as m; assert m.version('smpclient') == '$(SMPCLIENT_VERSION)'" 2>/dev/null; then \
+	  rm -rf $(SMP_VENV) && python3 -m venv $(SMP_VENV) && \
+	  $(SMP_VENV)/bin/pip install -q 'smpclient[serial]==$(SMPCLIENT_VERSION)' || \
+	  { echo "cannot create the smpclient virtual environment in $(SMP_VENV) (python3-venv and PyPI are needed)"; exit 1; }; \
+	fi
 
 # The headless build (no window, no eframe/egui linked) for MES line PCs: it must build,
 # lint clean, link no GUI crate, and refuse the window with a usage error.
@@ -78,7 +90,7 @@ bench: deps gui-deps
 # fuzz/ for FUZZ_SECONDS under libFuzzer, which needs a nightly toolchain and cargo-fuzz
 # (installed here once). New inputs go to fuzz/corpus-run/ (not kept); the seeds and the
 # regressions are read, never written. `make test` replays both on stable Rust.
-FUZZ_TARGETS := frames responses csr ek dps_answers config
+FUZZ_TARGETS := frames responses csr ek dps_answers config smp
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?= -rss_limit_mb=2048 -timeout=5
 # AddressSanitizer by default; `none` runs two to three times as many inputs a second (the long

@@ -77,6 +77,10 @@ codes! {
     DeviceNoSerial = "device.no_serial" => "Scan the device's serial number barcode, then start again.",
     DeviceSerialMismatch = "device.serial_mismatch" => "The label and the device disagree: check you scanned the device in the fixture.",
     DeviceIdentityConflict = "device.identity_conflict" => "This device was provisioned elsewhere; set it aside, or re-run with overwrite permission if an engineer approves.",
+    DeviceSmpRefused = "device.smp_refused" => "The device's MCUmgr refused the step: check its firmware has the groups docs/smp.md lists (fs with SHA-256, settings, os) and that [device.smp] names its directory or subtree, then retry.",
+    DeviceSmpStorage = "device.smp_storage" => "The device could not store the file (its file system is full or failing): erase its storage partition (e.g. `mcumgr fs` tools or a reflash), then retry; set it aside if it repeats.",
+    DeviceSmpHashMismatch = "device.smp_hash_mismatch" => "The device's file does not hash to what was written: retry, and if it repeats set the device aside for rework (its storage is failing).",
+    DeviceSmpUnsupported = "device.smp_unsupported" => "An MCUmgr device cannot do this step: use protocol v1 firmware for device-made keys, or change the attestation settings as the message says (docs/smp.md).",
     DeviceVerifyMismatch = "device.verify_mismatch" => "The device did not store what was written; retry, and if it repeats set the device aside for rework.",
     AuditBroken = "audit.broken" => "The audit trail shows a change made outside the station: keep the database as it is (copy it), and call the engineer responsible for the line's records.",
     AuditManifestInvalid = "audit.manifest_invalid" => "The batch's files or manifest were changed, swapped or are missing: re-create the batch from the database with `station export --batch ID` (or restore the original files), then run the upload again.",
@@ -339,6 +343,9 @@ pub enum Error {
     },
     #[error("{message}")]
     Tpm { code: ErrorCode, message: String },
+    /// An MCUmgr (SMP) device refused a step, or cannot do it.
+    #[error("{message}")]
+    Smp { code: ErrorCode, message: String },
     #[error(
         "this TPM's EK is already enrolled as `{enrolled}`; refusing to enroll it again as `{registration_id}`"
     )]
@@ -401,6 +408,7 @@ impl Error {
             Error::Ca { code, .. }
             | Error::Csr { code, .. }
             | Error::Tpm { code, .. }
+            | Error::Smp { code, .. }
             | Error::Upload { code, .. }
             | Error::Label { code, .. }
             | Error::Audit { code, .. }

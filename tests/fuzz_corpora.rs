@@ -73,6 +73,11 @@ fn dps_answers_corpus() {
 }
 
 #[test]
+fn smp_corpus() {
+    replay("smp");
+}
+
+#[test]
 fn config_corpus() {
     replay("config");
 }

@@ -224,6 +224,11 @@ pub struct SimulateArgs {
     /// that stores symmetric keys only.
     #[arg(long, value_name = "BITS", value_parser = parse_bits)]
     pub capabilities: Option<u32>,
+    /// The protocol the devices speak: v1, or smp (a Zephyr MCUmgr device: os, fs and settings
+    /// groups; its faults are noise, corrupt:N, drop:N, fs-full:BYTES, wrong-hash[:NAME],
+    /// slow-erase:MS, docs/smp.md). Default: [device] protocol.
+    #[arg(long, value_parser = ["v1", "smp"])]
+    pub protocol: Option<String>,
 }
 
 fn parse_bits(s: &str) -> Result<u32, String> {

@@ -135,8 +135,12 @@ fn event_text(e: &Event) -> String {
             protocol,
             provisioned,
         } => format!(
-            "[identify]   serial {} firmware {firmware} model {model} protocol v{protocol}{}",
+            "[identify]   serial {} firmware {firmware} model {model} protocol {}{}",
             if serial.is_empty() { "(none)" } else { serial },
+            match *protocol {
+                crate::device::smp::PROTOCOL_SMP => "MCUmgr (SMP)".to_string(),
+                v => format!("v{v}"),
+            },
             if *provisioned {
                 " (holds an identity)"
             } else {

@@ -104,49 +104,17 @@ pub(super) fn simulate(
     a: &SimulateArgs,
     out: Out,
 ) -> Result<ExitCode> {
-    // The simulator stands alone: it only reads station.toml for defaults when no --flash is
-    // given.
-    let config = match &a.flash {
-        Some(_) => None,
-        None => Some(config::load(config_path)?),
-    };
-    let flash = match (&a.flash, &config) {
-        (Some(f), _) => f.clone(),
-        (None, Some(c)) => c.resolve(&c.simulator.flash_dir),
-        (None, None) => unreachable!("config is loaded when --flash is absent"),
-    };
-    let mut sc = sim::SimConfig::new(flash);
-    if let Some(c) = &config {
-        sc.serial_prefix = c.simulator.serial_prefix.clone();
-        sc.baud = c.simulator.baud;
-    }
-    if let Some(p) = &a.serial_prefix {
-        sc.serial_prefix = p.clone();
-    }
-    if let Some(b) = a.baud {
-        sc.baud = b;
-    }
-    sc.devices = a.devices;
-    sc.first = a.first.max(1);
-    sc.max_body = a.max_body;
-    sc.firmware = a.firmware.clone();
-    sc.fault_device = a.fault_device;
-    sc.tpm = a.tpm.clone();
-    if let Some(bits) = a.capabilities {
-        sc.capabilities = bits;
-    }
-    for f in &a.faults {
-        sc.faults.add(f).map_err(Error::Usage)?;
-    }
+    let sc = sim_config(config_path, a)?;
     let handles = gang(&sc, a);
     let mut running = Vec::new();
     for (id, c) in handles {
         let flash_dir = c.flash_dir.clone();
+        let c_protocol = c.protocol;
         let handle = sim::spawn(c).map_err(|e| Error::PortUnavailable {
             port: "pty".into(),
             message: format!("cannot create a pseudo-terminal: {e}"),
         })?;
-        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir});
+        let mut ready = serde_json::json!({"event": "simulator_ready", "port": handle.path, "flash": flash_dir, "protocol": c_protocol.as_str()});
         if let Some(id) = &id {
             ready["fixture"] = id.clone().into();
         }
@@ -175,6 +143,55 @@ pub(super) fn simulate(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulator `station simulate` asks for: its flags over `[simulator]` and `[device]`.
+fn sim_config(config_path: Option<&std::path::Path>, a: &SimulateArgs) -> Result<sim::SimConfig> {
+    // The simulator stands alone: it only reads station.toml for defaults when no --flash is
+    // given.
+    let config = match &a.flash {
+        Some(_) => None,
+        None => Some(config::load(config_path)?),
+    };
+    let flash = match (&a.flash, &config) {
+        (Some(f), _) => f.clone(),
+        (None, Some(c)) => c.resolve(&c.simulator.flash_dir),
+        (None, None) => unreachable!("config is loaded when --flash is absent"),
+    };
+    let mut sc = sim::SimConfig::new(flash);
+    if let Some(c) = &config {
+        sc.serial_prefix = c.simulator.serial_prefix.clone();
+        sc.baud = c.simulator.baud;
+        sc.protocol = c.device.protocol;
+    }
+    match a.protocol.as_deref() {
+        Some("smp") => sc.protocol = config::DeviceProtocol::Smp,
+        Some(_) => sc.protocol = config::DeviceProtocol::V1,
+        None => {}
+    }
+    if let Some(p) = &a.serial_prefix {
+        sc.serial_prefix = p.clone();
+    }
+    if let Some(b) = a.baud {
+        sc.baud = b;
+    }
+    sc.devices = a.devices;
+    sc.first = a.first.max(1);
+    sc.max_body = a.max_body;
+    sc.firmware = a.firmware.clone();
+    sc.fault_device = a.fault_device;
+    sc.tpm = a.tpm.clone();
+    if let Some(bits) = a.capabilities {
+        sc.capabilities = bits;
+    }
+    for f in &a.faults {
+        match sc.protocol {
+            config::DeviceProtocol::Smp => sc.smp_faults.add(f),
+            config::DeviceProtocol::V1 => sc.faults.add(f),
+        }
+        .map_err(Error::Usage)?;
+    }
+    Ok(sc)
 }
 
 /// The simulators `--fixtures N` asks for: each its own serial range and flash directory, the

@@ -43,6 +43,9 @@ pub struct FixtureSection {
     pub keygen_timeout_ms: Option<u64>,
     #[serde(default)]
     pub retries: Option<u32>,
+    /// The protocol of this fixture's device (overrides `[device] protocol`).
+    #[serde(default)]
+    pub protocol: Option<super::DeviceProtocol>,
 }
 
 /// A fixture as the station drives it.
@@ -77,6 +80,7 @@ impl Config {
                 s.commit_timeout_ms = f.commit_timeout_ms.unwrap_or(s.commit_timeout_ms);
                 s.keygen_timeout_ms = f.keygen_timeout_ms.unwrap_or(s.keygen_timeout_ms);
                 s.retries = f.retries.unwrap_or(s.retries);
+                c.device.protocol = f.protocol.unwrap_or(c.device.protocol);
                 if let (Some(t), Some(tpm)) = (&f.tcti, c.attestation.tpm.as_mut()) {
                     tpm.tcti = Some(t.clone());
                 }

@@ -77,6 +77,7 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
     validate_tpm(c)?;
     validate_serial(c)?;
     super::fixtures::check(&c.fixtures)?;
+    c.device.smp.check()?;
     if let Some(label) = &c.label {
         super::label::check(label)?;
     }

@@ -5,12 +5,14 @@
 //! cannot express. It resolves relative paths against the file's directory. It never reads
 //! secrets itself beyond checking they can be found (the symmetric credential source reads them).
 
+mod device;
 mod fixtures;
 mod fleet;
 mod label;
 pub(crate) mod load;
 mod model;
 
+pub use device::{DeviceProtocol, DeviceSection, SerialSource, SmpSection, SmpStorage};
 pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
 pub use fleet::{FleetSection, OfflinePolicy, SslMode};
 pub use label::{LabelSection, PrinterAddress, ZPL_TCP_DEFAULT_PORT};

@@ -16,6 +16,9 @@ pub struct Config {
     pub serial: SerialSection,
     #[serde(default)]
     pub simulator: SimulatorSection,
+    /// `[device]`: the protocol the devices speak (v1 or Zephyr MCUmgr).
+    #[serde(default)]
+    pub device: super::DeviceSection,
     #[serde(default)]
     pub upload: Option<UploadSection>,
     #[serde(default)]

@@ -6,6 +6,7 @@
 //! TCTI is in [`tpm`]. Nothing here touches the database or knows about attestation policy;
 //! the device simulator is a separate peer (`crate::sim`) that this module never imports.
 
+pub mod smp;
 pub mod tpm;
 pub mod transport;
 pub mod v1;
@@ -203,8 +204,13 @@ pub fn open(config: &Config, port_override: Option<&str>) -> Result<Fixture> {
     )?))
 }
 
-/// Protocol v1 on the serial port at `path`, with the `[serial]` timeouts and retries.
+/// The device on the serial port at `path`: protocol v1 or MCUmgr (SMP) as `[device] protocol`
+/// (or the fixture's `protocol`) says, with the `[serial]` timeouts and retries.
 pub fn open_serial(config: &Config, path: &str, baud: u32) -> Result<Box<dyn Device>> {
+    if config.device.protocol == crate::config::DeviceProtocol::Smp {
+        let opts = smp::SmpOptions::from_config(config, baud)?;
+        return Ok(Box::new(smp::open(path, opts)?));
+    }
     let transport = transport::SerialTransport::open(path, baud)?;
     let timeouts = v1::protocol::Timeouts {
         response: Duration::from_millis(config.serial.response_timeout_ms),

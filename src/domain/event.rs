@@ -65,6 +65,7 @@ pub enum Event {
         serial: String,
         firmware: String,
         model: String,
+        /// The protocol version (1), or 0 for a Zephyr MCUmgr (SMP) device.
         protocol: u8,
         provisioned: bool,
     },

@@ -1,5 +1,5 @@
 //! Entry points for coverage-guided fuzzing of every parser the outside world feeds: the byte
-//! stream a device sends (frames, protocol v1 answers), the CSR and EK a device hands over, the
+//! stream a device sends (frames, protocol v1 answers, MCUmgr answers), the CSR and EK a device hands over, the
 //! DPS service's answers, and `station.toml` with its templates (`docs/fuzzing.md`).
 //!
 //! Each entry point takes raw bytes, runs the station's own parsing code on them and asserts
@@ -19,6 +19,7 @@ mod dps;
 mod ek;
 mod frames;
 mod responses;
+mod smp;
 
 pub use alloc::{Counting, largest_allocation};
 pub use config::config;
@@ -27,6 +28,7 @@ pub use dps::dps_answers;
 pub use ek::ek;
 pub use frames::frames;
 pub use responses::responses;
+pub use smp::smp;
 
 /// A fuzz target: its name and its entry point.
 pub type Target = (&'static str, fn(&[u8]));
@@ -40,6 +42,7 @@ pub const TARGETS: &[Target] = &[
     ("ek", ek),
     ("dps_answers", dps_answers),
     ("config", config),
+    ("smp", smp),
 ];
 
 /// Bytes read front to back by the entry points' own small input formats (documented in

@@ -9,11 +9,13 @@
 //! It must never share code paths with the station side beyond the frame codec and the
 //! message definitions: it is the independent peer the station is tested against. The station
 //! side (device … station layers) never imports it; front ends reach it through [`opener`],
-//! which serves `serial.port = "sim"`.
+//! which serves `serial.port = "sim"`. With `[device] protocol = "smp"` the simulated device is a
+//! Zephyr MCUmgr device instead ([`smp`]).
 
 mod faults;
 mod flash;
 mod respond;
+pub mod smp;
 mod state;
 
 pub use faults::Faults;
@@ -60,6 +62,10 @@ pub struct SimConfig {
     pub tpm: Option<String>,
     /// HELLO capability bits the devices advertise (and honour).
     pub capabilities: u32,
+    /// The protocol the devices speak: v1, or Zephyr MCUmgr ([`smp`]).
+    pub protocol: crate::config::DeviceProtocol,
+    /// Faults of SMP devices.
+    pub smp_faults: smp::SmpFaults,
 }
 
 impl SimConfig {
@@ -78,6 +84,8 @@ impl SimConfig {
             fault_device: None,
             tpm: None,
             capabilities: DEFAULT_CAPABILITIES,
+            protocol: crate::config::DeviceProtocol::V1,
+            smp_faults: smp::SmpFaults::default(),
         }
     }
 }
@@ -144,7 +152,10 @@ pub fn spawn(config: SimConfig) -> io::Result<SimHandle> {
         .spawn(move || {
             // Holding the slave open keeps the master readable while no station is attached.
             let _slave = slave;
-            run(master, config, &stop2)
+            match config.protocol {
+                crate::config::DeviceProtocol::Smp => smp::run(master, config, &stop2),
+                crate::config::DeviceProtocol::V1 => run(master, config, &stop2),
+            }
         })?;
     Ok(SimHandle {
         path,
@@ -296,6 +307,7 @@ pub fn opener() -> crate::device::Opener {
         sc.serial_prefix = config.simulator.serial_prefix.clone();
         sc.baud = config.simulator.baud;
         sc.first = config.simulator.first;
+        sc.protocol = config.device.protocol;
         let handle = spawn(sc).map_err(|e| crate::Error::PortUnavailable {
             port: "sim".into(),
             message: format!("cannot start the built-in simulator: {e}"),

@@ -74,6 +74,7 @@ pub(super) fn device_responsive(e: &Error) -> bool {
             | Error::CapabilityMissing { .. }
             | Error::RequestTooLarge { .. }
             | Error::Interrupted { .. }
+            | Error::Smp { .. }
     )
 }
 
@@ -81,11 +82,27 @@ pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Why an MCUmgr device cannot serve `mode`, and what to do instead.
+fn smp_cannot(mode: &str) -> String {
+    let instead = if mode.contains("TPM") {
+        "MCUmgr has no TPM command: expose the device's TPM to the station over a TCTI ([attestation.tpm] source = \"tcti\")"
+    } else {
+        "generating a key pair and a CSR on the device is not part of standard MCUmgr: use protocol v1 firmware, or [attestation.x509] key_source = \"station\" (the private key then crosses the line, docs/smp.md)"
+    };
+    format!("an MCUmgr (SMP) device cannot do {mode}: {instead}")
+}
+
 /// The device advertises what the credential source needs.
 pub(super) fn capabilities(
     info: &crate::device::DeviceInfo,
     need: crate::attestation::Requirement,
 ) -> Result<()> {
+    if !info.has(need.capability) && info.protocol == crate::device::smp::PROTOCOL_SMP {
+        return Err(Error::Smp {
+            code: crate::error::ErrorCode::DeviceSmpUnsupported,
+            message: smp_cannot(need.mode),
+        });
+    }
     if !info.has(need.capability) {
         return Err(Error::CapabilityMissing {
             mode: need.mode,
