@@ -12,7 +12,7 @@ pub(crate) mod load;
 mod model;
 
 pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
-pub use fleet::{FleetSection, OfflinePolicy, SslMode};
+pub use fleet::{FleetSection, FleetUploads, OfflinePolicy, SslMode};
 pub use label::{LabelSection, PrinterAddress, ZPL_TCP_DEFAULT_PORT};
 pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
 pub use model::*;
