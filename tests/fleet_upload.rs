@@ -273,3 +273,84 @@ fn a_station_whose_keys_only_it_holds_refuses_central_upload_at_config_check() {
         assert!(out.status.success(), "{keys} {fleet}: {}", text(&out));
     }
 }
+
+#[test]
+fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
+    let pg = Postgres::shared();
+    let url = pg.database("fleet_upload_kill");
+    let db = "fleet_upload_kill";
+    let fleet = "uploads = \"fleet\"";
+    let keys = derived_with_secondary();
+    let a = StationDir::with_config(&config(&url, "a1", 1, &keys, fleet));
+    let b = StationDir::with_config(&config(&url, "b1", 5001, &keys, fleet));
+    ok(&a, &["--json", "fleet", "init"]);
+    provision_export_sync(&a, 30);
+    provision_export_sync(&b, 25);
+    let dps = FakeDps::start();
+    dps.state.lock().unwrap().delay = std::time::Duration::from_millis(150);
+    let mut child = std::process::Command::new(STATION)
+        .args([
+            "--config",
+            a.config().to_str().unwrap(),
+            "--json",
+            "upload",
+            "--fleet",
+        ])
+        .args(["--endpoint", &dps.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("\"event\":\"bulk\"") {
+            // SIGKILL while the next call is in flight.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let accepted = dps.state.lock().unwrap().enrollments.len();
+    assert!(
+        accepted > 0 && accepted < 55,
+        "killed mid-run: DPS holds {accepted}"
+    );
+    let uploaded = "SELECT count(*) FROM fleet.uploads WHERE status = 'uploaded'";
+    assert_eq!(
+        count(pg, db, uploaded),
+        0,
+        "the killed run wrote nothing back"
+    );
+    dps.state.lock().unwrap().delay = std::time::Duration::ZERO;
+    // The killed run's lock goes with its session (the server notices the closed socket).
+    let mut out = fleet_upload(&b, &dps);
+    for _ in 0..50 {
+        let busy = json_lines(&out)
+            .last()
+            .is_some_and(|e| e["code"] == "fleet.upload_busy");
+        if !busy {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = fleet_upload(&b, &dps);
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    let s = dps.state.lock().unwrap();
+    assert_eq!(s.enrollments.len(), 55);
+    assert!(
+        s.creates.values().all(|&n| n == 1),
+        "never doubled: {:?}",
+        s.creates
+    );
+    drop(s);
+    assert_eq!(count(pg, db, uploaded), 55, "none lost");
+    assert_eq!(
+        count(
+            pg,
+            db,
+            "SELECT count(DISTINCT station) FROM fleet.uploads WHERE uploaded_by = 'b1'"
+        ),
+        2
+    );
+}

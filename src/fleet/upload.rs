@@ -98,7 +98,9 @@ fn lock(client: &mut Client) -> Result<()> {
                      || ', since ' || to_char(a.backend_start AT TIME ZONE 'UTC',
                         'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {a}
+                 WHERE l.locktype = 'advisory' AND l.granted
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid = {a}
                    AND l.objid = {b} AND l.objsubid = 2 LIMIT 1"
             ),
             &[],
