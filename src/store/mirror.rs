@@ -91,17 +91,17 @@ impl Store {
         let (mut first, mut last, mut n) = (None, 0, 0);
         for v in &b.versions {
             let known: bool = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT count(*) > 0 FROM fleet_mirror WHERE station = ?1 AND export_seq = ?2",
-                    params![v.station, v.export_seq],
-                    |r| r.get(0),
                 )
+                .and_then(|mut q| q.query_row(params![v.station, v.export_seq], |r| r.get(0)))
                 .map_err(e)?;
             if known {
                 continue;
             }
             let seq: i64 = tx
-                .query_row(&format!("SELECT {NEXT_SEQ}"), [], |r| r.get(0))
+                .prepare_cached(&format!("SELECT {NEXT_SEQ}"))
+                .and_then(|mut q| q.query_row([], |r| r.get(0)))
                 .map_err(e)?;
             insert_version(&tx, v, seq).map_err(e)?;
             first.get_or_insert(seq);
@@ -163,7 +163,7 @@ fn insert_version(
     v: &MirrorVersion,
     seq: i64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO superseded_enrollments (registration_id, device_serial, firmware, model, \
             attestation_type, key_source, group_key_id, public_material, station, line, operator, \
             created_at, provisioned_at, export_seq, cert_thumbprint, storage_root_key, superseded_at) \
@@ -171,10 +171,10 @@ fn insert_version(
             group_key_id, public_material, station, line, operator, created_at, provisioned_at, \
             export_seq, cert_thumbprint, storage_root_key, ?2 \
          FROM enrollments WHERE registration_id = ?1 AND export_seq IS NOT NULL",
-        params![v.registration_id, now()],
-    )?;
+    )?
+    .execute(params![v.registration_id, now()])?;
     let t = now();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO enrollments (registration_id, device_serial, firmware, model, \
             attestation_type, key_source, group_key_id, public_material, status, station, line, \
             created_at, updated_at, provisioned_at, export_seq, cert_thumbprint, storage_root_key) \
@@ -185,7 +185,8 @@ fn insert_version(
             station = excluded.station, line = excluded.line, updated_at = excluded.updated_at, \
             provisioned_at = excluded.provisioned_at, export_seq = excluded.export_seq, \
             cert_thumbprint = excluded.cert_thumbprint, storage_root_key = excluded.storage_root_key",
-        params![
+    )?
+    .execute(params![
             v.registration_id,
             v.device_serial,
             v.attestation_type,
@@ -199,11 +200,8 @@ fn insert_version(
             seq,
             v.cert_thumbprint,
             v.storage_root_key,
-        ],
-    )?;
-    tx.execute(
-        "INSERT INTO fleet_mirror (seq, station, export_seq) VALUES (?1, ?2, ?3)",
-        params![seq, v.station, v.export_seq],
-    )?;
+    ])?;
+    tx.prepare_cached("INSERT INTO fleet_mirror (seq, station, export_seq) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq, v.station, v.export_seq])?;
     Ok(())
 }
