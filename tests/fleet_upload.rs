@@ -168,6 +168,17 @@ fn one_host_uploads_every_stations_enrollments_once_one_run_at_a_time_and_resume
     let uploaded =
         "SELECT count(*) FROM fleet.uploads WHERE status = 'uploaded' AND uploaded_by = 'office'";
     assert_eq!(count(pg, db, uploaded), 19);
+    // The upload host's own audit trail records the run.
+    let detail: String = rusqlite::Connection::open(office.db())
+        .unwrap()
+        .query_row(
+            "SELECT detail FROM audit_log WHERE kind = 'fleet_upload' ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["upload"]["uploaded"], 19, "{detail}");
 
     // Again: nothing left to send.
     ok(

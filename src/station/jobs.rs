@@ -243,7 +243,21 @@ pub fn upload_fleet(
     crate::fleet::section(config)?;
     let (mut dps, page_size) = dps(config, endpoint)?;
     let keys = keys(config)?;
-    crate::fleet::upload::upload_fleet(config, &mut dps, keys.as_ref(), options, page_size, emit)
+    let summary = crate::fleet::upload::upload_fleet(
+        config,
+        &mut dps,
+        keys.as_ref(),
+        options,
+        page_size,
+        emit,
+    )?;
+    if !options.dry_run {
+        // This host's own audit trail records the run, as `station upload` does.
+        let store = Store::open(&config.database_path())?;
+        store.audit("fleet_upload", dps.base(), &json!(summary))?;
+        store.sign_audit_head("fleet_upload")?;
+    }
+    Ok(summary)
 }
 
 /// Read back every uploaded enrollment from DPS and compare (`deep`: every attestation too).
