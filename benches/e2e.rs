@@ -18,10 +18,13 @@
 //!    entries.
 //! 9. fleet database (PostgreSQL started by the bench): claim round trip, sync throughput of 8
 //!    writers, station overhead per device with `[fleet]` on and off (`benches/e2e/fleet.rs`).
+//! 10. Central upload (`fleet-upload`): `station upload --fleet` for several stations' exported
+//!     enrollments against one station uploading as many itself (`benches/e2e/fleet_upload.rs`;
+//!     `E2E_FLEET_STATIONS`, `E2E_FLEET_UPLOAD`).
 //!
 //! Sizes: `E2E_DEVICES` (default 500), `E2E_EXPORT` (default 1000000), `E2E_AUDIT` (default
 //! 1000000). `E2E_ONLY` runs one part: `overhead`, `efficiency`, `export`, `x509`, `upload`,
-//! `tpm`, `gui`, `audit` or `fleet`.
+//! `tpm`, `gui`, `audit`, `fleet` or `fleet-upload`.
 
 use provisioning_station::config;
 use provisioning_station::device::transport::SerialTransport;
@@ -39,6 +42,8 @@ use std::time::{Duration, Instant};
 mod common;
 #[path = "e2e/fleet.rs"]
 mod fleet;
+#[path = "e2e/fleet_upload.rs"]
+mod fleet_upload;
 
 const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/group-key.txt");
 
@@ -734,7 +739,7 @@ fn main() {
         return;
     }
     let only = std::env::var("E2E_ONLY").unwrap_or_default();
-    let parts: [(&str, fn()); 9] = [
+    let parts: [(&str, fn()); 10] = [
         ("overhead", overhead_per_device),
         ("efficiency", payload_efficiency),
         ("export", export_million),
@@ -744,6 +749,7 @@ fn main() {
         ("gui", gui),
         ("audit", audit),
         ("fleet", fleet::fleet),
+        ("fleet-upload", fleet_upload::fleet_upload),
     ];
     for (name, part) in parts {
         if only.is_empty() || only == name {

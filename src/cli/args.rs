@@ -273,6 +273,10 @@ pub struct UploadArgs {
     /// Base URL instead of https://<upload.host> (testing, sovereign clouds).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Upload every station's exported enrollments from the fleet database ([fleet]), under
+    /// this host's one [upload] rate limit; one run at a time across the fleet.
+    #[arg(long, conflicts_with = "verify")]
+    pub fleet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -59,18 +59,20 @@ pub(super) fn run(config: &Config, c: FleetCommand, out: Out) -> Result<ExitCode
 
 fn status_text(s: &FleetStatus) -> String {
     let mut t = String::from(
-        "station          line        last sync             lag s  queued  enrollments  not in DPS  conflicts\n",
+        "station          line        last sync             lag s  queued  enrollments  uploaded  not in DPS  upload failed  conflicts\n",
     );
     for r in &s.stations {
         t += &format!(
-            "{:<16} {:<11} {:<21} {:>5.1} {:>7} {:>12} {:>11} {:>10}\n",
+            "{:<16} {:<11} {:<21} {:>5.1} {:>7} {:>12} {:>9} {:>11} {:>14} {:>10}\n",
             r.station,
             r.line,
             r.last_sync_at.as_deref().unwrap_or("never"),
             r.lag_s,
             r.pending,
             r.enrollments,
+            r.uploaded,
             r.not_uploaded,
+            r.upload_failed,
             r.conflicts
         );
     }
@@ -96,6 +98,35 @@ fn status_text(s: &FleetStatus) -> String {
         }
     }
     t.trim_end().to_string()
+}
+
+/// What `station upload --fleet` did besides the upload's own events.
+pub(super) fn upload_report(f: &fleet::upload::FleetUploadSummary, out: Out) {
+    for s in &f.skipped {
+        out.emit(
+            &serde_json::json!({"event": "fleet_upload_skipped", "station": s.station,
+                "export_seq": s.export_seq, "registration_id": s.registration_id,
+                "reason": s.reason}),
+            || {
+                format!(
+                    "not sent: {} (station {}, version {}): {}",
+                    s.registration_id, s.station, s.export_seq, s.reason
+                )
+            },
+        );
+    }
+    out.emit(
+        &serde_json::json!({"event": "fleet_upload", "mirrored": f.mirrored,
+            "written_back": f.written_back, "skipped": f.skipped.len()}),
+        || {
+            format!(
+                "fleet upload: {} versions taken from the fleet database, {} results written back, {} not sent",
+                f.mirrored,
+                f.written_back,
+                f.skipped.len()
+            )
+        },
+    );
 }
 
 /// Start the sync thread when station.toml has `[fleet]`.

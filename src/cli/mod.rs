@@ -132,6 +132,16 @@ fn upload(config: &Config, a: &UploadArgs, out: Out) -> Result<ExitCode> {
             0
         };
         v.mismatched == 0 && r == 0
+    } else if a.fleet {
+        let opts = UploadOptions {
+            dry_run: a.dry_run,
+            update: a.update,
+            manifests: None,
+        };
+        let f = jobs::upload_fleet(config, a.endpoint.as_deref(), &opts, &mut emit)?;
+        fleet::upload_report(&f, out);
+        let s = f.upload;
+        s.conflicts == 0 && s.failed == 0
     } else {
         let opts = UploadOptions {
             dry_run: a.dry_run,

@@ -34,6 +34,21 @@ pub struct FleetSection {
     /// Outbox entries sent per transaction by the sync thread.
     #[serde(default = "default_sync_batch")]
     pub sync_batch: u32,
+    /// Who uploads the stations' enrollments to DPS: each station, or `station upload --fleet`.
+    #[serde(default)]
+    pub uploads: FleetUploads,
+}
+
+/// `[fleet] uploads`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetUploads {
+    /// Each station runs `station upload` for its own enrollments.
+    #[default]
+    Station,
+    /// One `station upload --fleet` uploads every station's enrollments; per-station upload
+    /// refuses.
+    Fleet,
 }
 
 /// TLS to the fleet database.
@@ -89,6 +104,37 @@ pub(super) fn check(f: &FleetSection) -> Result<(), (String, String)> {
     }
     if f.sync_batch == 0 || f.sync_batch > 10_000 {
         return bad("fleet.sync_batch", "expected 1 to 10000 entries");
+    }
+    Ok(())
+}
+
+/// With `uploads = "fleet"` another host uploads this station's enrollments: refuse the key
+/// modes whose keys only this station holds (individual symmetric keys, and the random
+/// secondary a group-derived enrollment gets without a secondary group key).
+pub(super) fn check_uploads(
+    f: &FleetSection,
+    attestation: &super::AttestationSection,
+) -> Result<(), (String, String)> {
+    if f.uploads != FleetUploads::Fleet || attestation.mode != super::AttestationMode::Symmetric {
+        return Ok(());
+    }
+    let Some(s) = &attestation.symmetric else {
+        return Ok(());
+    };
+    let fix = "configure a secondary group key (secondary_group_key_file or _env) so the upload host re-derives both keys, or keep [fleet] uploads = \"station\"";
+    if s.keys == super::SymmetricKeys::Individual {
+        return Err((
+            "fleet.uploads".into(),
+            "\"fleet\" cannot upload individual symmetric keys: they never leave this station; use keys = \"group-derived\" with a secondary group key, or keep [fleet] uploads = \"station\"".into(),
+        ));
+    }
+    if s.secondary_group_key_file.is_none() && s.secondary_group_key_env.is_none() {
+        return Err((
+            "fleet.uploads".into(),
+            format!(
+                "\"fleet\" with group-derived keys and no secondary group key: each enrollment's secondary key would be random and held only by this station; {fix}"
+            ),
+        ));
     }
     Ok(())
 }

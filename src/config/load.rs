@@ -83,6 +83,7 @@ fn validate(c: &Config) -> std::result::Result<(), Invalid> {
     }
     if let Some(fleet) = &c.fleet {
         super::fleet::check(fleet)?;
+        super::fleet::check_uploads(fleet, &c.attestation)?;
     }
     Ok(())
 }

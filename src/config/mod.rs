@@ -14,7 +14,7 @@ mod model;
 
 pub use device::{DeviceProtocol, DeviceSection, SerialSource, SmpSection, SmpStorage};
 pub use fixtures::{FixtureConfig, FixtureSection, MAX_FIXTURES, SIM_SERIAL_STRIDE};
-pub use fleet::{FleetSection, OfflinePolicy, SslMode};
+pub use fleet::{FleetSection, FleetUploads, OfflinePolicy, SslMode};
 pub use label::{LabelSection, PrinterAddress, ZPL_TCP_DEFAULT_PORT};
 pub use load::{CONFIG_ENV, DEFAULT_CONFIG, load, load_str};
 pub use model::*;

@@ -10,6 +10,7 @@ pub mod claim;
 pub mod schema;
 pub mod status;
 pub mod sync;
+pub mod upload;
 
 pub use claim::Claimer;
 pub use status::{ConflictRow, FleetStatus, LineDay, StationRow};

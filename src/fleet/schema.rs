@@ -121,6 +121,13 @@ const MIGRATIONS: &[&str] = &[
         END IF;
     END $$;
     "#,
+    // 1 -> 2: central upload (`station upload --fleet`): each batch's DPS options (the JSON
+    // the station exported it with; NULL for batches synced before), and when and by whom each
+    // upload result was written centrally.
+    r#"
+    ALTER TABLE fleet.batches ADD COLUMN dps_options text;
+    ALTER TABLE fleet.uploads ADD COLUMN uploaded_by text;
+    "#,
 ];
 
 /// The schema version this binary writes.

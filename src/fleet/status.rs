@@ -22,6 +22,10 @@ pub struct StationRow {
     /// `uploaded` synced yet).
     pub enrollments: i64,
     pub not_uploaded: i64,
+    /// Of those versions: DPS accepted (`uploaded`), and DPS refused or holds differently
+    /// (`failed` or `conflict`, the last result synced or written by `station upload --fleet`).
+    pub uploaded: i64,
+    pub upload_failed: i64,
     /// Conflicts it is party to (either side).
     pub conflicts: i64,
 }
@@ -59,9 +63,9 @@ pub struct FleetStatus {
     pub conflicts: Vec<ConflictRow>,
 }
 
-/// Read the fleet's status; `days` limits the per-line table to the last days.
-pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
-    let stations = client
+/// Every station's row.
+fn stations(client: &mut Client) -> Result<Vec<StationRow>> {
+    Ok(client
         .query(
             "SELECT s.station, s.line,
                  to_char(s.last_sync_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
@@ -72,7 +76,11 @@ pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
                    AND NOT EXISTS (SELECT 1 FROM fleet.uploads u WHERE u.station = e.station
                        AND u.export_seq = e.export_seq AND u.status = 'uploaded')),
                  (SELECT count(*) FROM fleet.conflicts c
-                   WHERE c.station = s.station OR c.holder = s.station)
+                   WHERE c.station = s.station OR c.holder = s.station),
+                 (SELECT count(*) FROM fleet.uploads u WHERE u.station = s.station
+                   AND u.status = 'uploaded'),
+                 (SELECT count(*) FROM fleet.uploads u WHERE u.station = s.station
+                   AND u.status IN ('failed', 'conflict'))
              FROM fleet.stations s ORDER BY s.line, s.station",
             &[],
         )
@@ -88,8 +96,15 @@ pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
             enrollments: r.get(6),
             not_uploaded: r.get(7),
             conflicts: r.get(8),
+            uploaded: r.get(9),
+            upload_failed: r.get(10),
         })
-        .collect();
+        .collect())
+}
+
+/// Read the fleet's status; `days` limits the per-line table to the last days.
+pub fn read(client: &mut Client, days: i32) -> Result<FleetStatus> {
+    let stations = stations(client)?;
     let lines = client
         .query(
             "SELECT line, left(started_at, 10) AS day,

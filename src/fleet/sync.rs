@@ -61,12 +61,13 @@ const ATTEMPTS: &str = "
     FROM jsonb_array_elements($1::text::jsonb) x
     ON CONFLICT DO NOTHING";
 const BATCHES: &str = "
-    INSERT INTO fleet.batches (station, id, first_seq, last_seq, count, created_at)
+    INSERT INTO fleet.batches (station, id, first_seq, last_seq, count, created_at, dps_options)
     SELECT $2, x->>'id', (x->>'first_seq')::bigint, (x->>'last_seq')::bigint,
-        (x->>'count')::bigint, x->>'created_at'
+        (x->>'count')::bigint, x->>'created_at', x->>'dps_options'
     FROM jsonb_array_elements($1::text::jsonb) x
     WHERE $3::text IS NOT NULL
-    ON CONFLICT DO NOTHING";
+    ON CONFLICT (station, id) DO UPDATE
+        SET dps_options = COALESCE(fleet.batches.dps_options, excluded.dps_options)";
 /// The last state of each upload in the batch wins.
 const UPLOADS: &str = "
     INSERT INTO fleet.uploads (station, export_seq, registration_id, status, mode, error_code,

@@ -200,6 +200,16 @@ pub fn upload(
     options: &UploadOptions,
     emit: &mut dyn FnMut(Event),
 ) -> Result<UploadSummary> {
+    if config
+        .fleet
+        .as_ref()
+        .is_some_and(|f| f.uploads == crate::config::FleetUploads::Fleet)
+    {
+        return Err(Error::Upload {
+            code: ErrorCode::UploadFleetOwns,
+            message: "[fleet] uploads = \"fleet\": this station's enrollments are uploaded centrally; run `station upload --fleet` (from any station or the back office) instead".into(),
+        });
+    }
     let (mut dps, page_size) = dps(config, endpoint)?;
     let mut store = Store::open(&config.database_path())?;
     let keys = keys(config)?;
@@ -218,6 +228,34 @@ pub fn upload(
     if !options.dry_run {
         store.audit("upload", dps.base(), &json!(summary))?;
         store.sign_audit_head("upload")?;
+    }
+    Ok(summary)
+}
+
+/// Upload every station's exported enrollments DPS does not hold yet, from this host
+/// (`station upload --fleet`, docs/fleet.md).
+pub fn upload_fleet(
+    config: &Config,
+    endpoint: Option<&str>,
+    options: &UploadOptions,
+    emit: &mut dyn FnMut(Event),
+) -> Result<crate::fleet::upload::FleetUploadSummary> {
+    crate::fleet::section(config)?;
+    let (mut dps, page_size) = dps(config, endpoint)?;
+    let keys = keys(config)?;
+    let summary = crate::fleet::upload::upload_fleet(
+        config,
+        &mut dps,
+        keys.as_ref(),
+        options,
+        page_size,
+        emit,
+    )?;
+    if !options.dry_run {
+        // This host's own audit trail records the run, as `station upload` does.
+        let store = Store::open(&config.database_path())?;
+        store.audit("fleet_upload", dps.base(), &json!(summary))?;
+        store.sign_audit_head("fleet_upload")?;
     }
     Ok(summary)
 }

@@ -12,6 +12,7 @@ pub mod audit_key;
 mod audit_verify;
 mod batches;
 mod enrollments;
+mod mirror;
 mod outbox;
 mod schema;
 mod uploads;
@@ -20,6 +21,7 @@ pub use crate::domain::{Enrollment, Status};
 pub use audit_verify::{AuditBreak, AuditReport};
 pub use batches::*;
 pub use enrollments::*;
+pub use mirror::{MirrorBatch, MirrorResult, MirrorVersion};
 pub use outbox::{OutboxEntry, OutboxState};
 pub use uploads::*;
 

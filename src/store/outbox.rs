@@ -55,6 +55,7 @@ const BATCH_COLUMNS: &[&str] = &[
     "count",
     "created_at",
     "station",
+    "dps_options",
 ];
 const UPLOAD_COLUMNS: &[&str] = &[
     "export_seq",

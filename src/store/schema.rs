@@ -254,6 +254,16 @@ const MIGRATIONS: &[&str] = &[
             'status', NEW.status, 'mode', NEW.mode, 'error_code', NEW.error_code,
             'updated_at', NEW.updated_at)); END;
     "#,
+    // 8 -> 9: a batch leaves the station with its DPS options, so that `station upload --fleet`
+    // on another host sends its enrollments exactly as this station would.
+    r#"
+    DROP TRIGGER fleet_outbox_batch;
+    CREATE TRIGGER fleet_outbox_batch AFTER INSERT ON batches
+        WHEN EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('batch', json_object('id', NEW.id, 'first_seq', NEW.first_seq, 'last_seq', NEW.last_seq,
+            'count', NEW.count, 'created_at', NEW.created_at, 'station', NEW.station,
+            'dps_options', NEW.dps_options)); END;
+    "#,
 ];
 
 /// The schema version this binary writes.
