@@ -365,3 +365,47 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
         2
     );
 }
+
+/// A group-derived enrollment made without a secondary group key got a random secondary key
+/// that only its station holds (and wrote to the device): the upload host, which derives a
+/// secondary from its own secondary group key, must not send it with another one.
+#[test]
+fn an_enrollment_whose_random_secondary_key_only_its_station_holds_is_not_sent_centrally() {
+    let pg = Postgres::shared();
+    let url = pg.database("fleet_upload_secondary");
+    let fleet = "uploads = \"fleet\"";
+    // Uploads for itself: its secondaries are random (no secondary group key).
+    let d = StationDir::with_config(&config(&url, "d1", 7001, "keys = \"group-derived\"", ""));
+    let e = StationDir::with_config(&config(&url, "e1", 8001, &derived_with_secondary(), fleet));
+    let office =
+        StationDir::with_config(&config(&url, "office", 1, &derived_with_secondary(), fleet));
+    ok(&d, &["--json", "fleet", "init"]);
+    provision_export_sync(&d, 3);
+    provision_export_sync(&e, 2);
+    let dps = FakeDps::start();
+    let out = fleet_upload(&office, &dps);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = json_lines(&out);
+    let skipped: Vec<&Value> = lines
+        .iter()
+        .filter(|e| e["event"] == "fleet_upload_skipped")
+        .collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .all(|e| e["station"] == "d1"
+                && e["reason"].as_str().unwrap().contains("made at random")),
+        "{skipped:?}"
+    );
+    let held: Vec<String> = dps
+        .state
+        .lock()
+        .unwrap()
+        .enrollments
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(held.len(), 2, "only e1's derived enrollments: {held:?}");
+    assert!(held.iter().all(|k| k.starts_with("sim0080")), "{held:?}");
+}

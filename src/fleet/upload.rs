@@ -32,7 +32,8 @@ const TO_MIRROR: &str = "
         v.record->>'cert_thumbprint', v.record->>'storage_root_key', v.line, v.provisioned_at,
         b.id, b.dps_options,
         EXISTS (SELECT 1 FROM fleet.conflicts c
-                WHERE lower(c.registration_id) = lower(v.registration_id))
+                WHERE lower(c.registration_id) = lower(v.registration_id)),
+        (v.record->'secondary_held')::text
     FROM (SELECT DISTINCT ON (e.station, lower(e.registration_id)) e.*
           FROM fleet.enrollments e
           ORDER BY e.station, lower(e.registration_id), e.export_seq DESC) v
@@ -138,7 +139,11 @@ fn unsendable(v: &MirrorVersion, keys: Option<&SymmetricKeySource>) -> Option<St
     if k.secondary.is_none() {
         return Some("this host has no secondary group key: the enrollment's secondary key is held only by its station".into());
     }
-    None
+    match v.secondary_held {
+        Some(false) => None,
+        Some(true) => Some("its secondary key was made at random on its station (no secondary group key there then) and only the station holds it: upload it from that station with [fleet] uploads = \"station\"".into()),
+        None => Some("it reached the fleet before stations said where a secondary key came from: upload it from its station".into()),
+    }
 }
 
 /// Mirror every version the fleet does not hold as uploaded; report those this host cannot send.
@@ -164,6 +169,9 @@ fn mirror(
             storage_root_key: r.get(9),
             line: r.get(10),
             provisioned_at: r.get(11),
+            secondary_held: r
+                .get::<_, Option<String>>(15)
+                .map(|t| t != "0" && t != "false"),
         };
         let (id, options, conflict): (String, Option<String>, bool) =
             (r.get(12), r.get(13), r.get(14));

@@ -26,6 +26,9 @@ pub struct MirrorVersion {
     pub storage_root_key: Option<String>,
     pub line: String,
     pub provisioned_at: Option<String>,
+    /// Whether its secondary key is one only its station holds (`None`: synced by a station
+    /// that did not say).
+    pub secondary_held: Option<bool>,
 }
 
 /// One station batch's versions to mirror, in export order.

@@ -9,6 +9,10 @@ use super::{Store, now};
 use crate::error::{Error, Result};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+/// Whether an enrollment's secondary key is one only the station holds (a random secondary
+/// beside a group-derived primary): it leaves as this flag, the key never does.
+const SECONDARY_HELD: &str = "key_source = 'group-derived' AND secondary_key IS NOT NULL";
+
 /// The enrollment columns that leave the station (never `primary_key` / `secondary_key`).
 const ENROLLMENT_COLUMNS: &[&str] = &[
     "registration_id",
@@ -98,8 +102,11 @@ fn json_object(columns: &[&str]) -> String {
 
 /// Queue every enrollment version, attempt, batch and upload result the database holds.
 fn queue_history(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    let enrollments = json_object(ENROLLMENT_COLUMNS);
-    let cols = ENROLLMENT_COLUMNS.join(", ");
+    let enrollments = json_object(ENROLLMENT_COLUMNS).replace(
+        ", 'ek_cert_status', ek_cert_status)",
+        &format!(", 'ek_cert_status', ek_cert_status, 'secondary_held', {SECONDARY_HELD})"),
+    );
+    let cols = format!("{}, secondary_key", ENROLLMENT_COLUMNS.join(", "));
     tx.execute_batch(&format!(
         "INSERT INTO fleet_outbox (kind, payload) SELECT 'enrollment', {enrollments} FROM \
            (SELECT {cols} FROM superseded_enrollments \
@@ -244,11 +251,15 @@ mod tests {
     use crate::store::{Attempt, NewEnrollment};
 
     fn provision(s: &mut Store, id: &str, individual: bool) {
+        provision_with(s, id, (!individual).then(|| "g1".to_string()), false);
+    }
+
+    fn provision_with(s: &mut Store, id: &str, group: Option<String>, secondary_derived: bool) {
         let credential = Credential::SymmetricKey {
             primary: Secret("a2V5LXByaW1hcnk=".into()),
             secondary: Some(Secret("a2V5LXNlY29uZGFyeQ==".into())),
-            group_key_id: (!individual).then(|| "g1".to_string()),
-            secondary_derived: false,
+            group_key_id: group,
+            secondary_derived,
         };
         s.record_pending(&NewEnrollment {
             registration_id: id,
@@ -326,6 +337,44 @@ mod tests {
         assert_eq!(
             s.outbox_after(state.sent_seq, 100).unwrap(),
             q[2..].to_vec()
+        );
+    }
+
+    /// A random secondary beside a derived primary is held only by the station: it leaves as
+    /// `secondary_held`, from the history queued at joining and from the trigger alike.
+    #[test]
+    fn a_secondary_key_only_the_station_holds_leaves_as_a_flag_never_as_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db")).unwrap();
+        provision_with(&mut s, "random-before", Some("g1".into()), false);
+        provision_with(&mut s, "derived-before", Some("g1".into()), true);
+        s.fleet_join().unwrap();
+        provision_with(&mut s, "random-after", Some("g1".into()), false);
+        provision_with(&mut s, "derived-after", Some("g1".into()), true);
+        provision(&mut s, "individual", true);
+        let held: Vec<(String, serde_json::Value)> = s
+            .outbox_after(0, 100)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == "enrollment")
+            .map(|e| {
+                assert!(!e.payload.contains("a2V5"), "a key left: {}", e.payload);
+                let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                (
+                    v["registration_id"].as_str().unwrap().to_string(),
+                    v["secondary_held"].clone(),
+                )
+            })
+            .collect();
+        let flag = |id: &str| held.iter().find(|(r, _)| r == id).unwrap().1.clone();
+        assert_eq!(flag("random-before"), 1);
+        assert_eq!(flag("derived-before"), 0);
+        assert_eq!(flag("random-after"), 1);
+        assert_eq!(flag("derived-after"), 0);
+        assert_eq!(
+            flag("individual"),
+            0,
+            "individual keys are refused on their own"
         );
     }
 }

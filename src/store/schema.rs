@@ -264,6 +264,28 @@ const MIGRATIONS: &[&str] = &[
             'count', NEW.count, 'created_at', NEW.created_at, 'station', NEW.station,
             'dps_options', NEW.dps_options)); END;
     "#,
+    // 9 -> 10: an enrollment leaves the station saying whether its secondary key is one only
+    // the station holds (a random secondary beside a group-derived primary, made when no
+    // secondary group key was configured), never the key itself: `station upload --fleet`
+    // cannot re-derive such a key and must not send another one.
+    r#"
+    DROP TRIGGER fleet_outbox_enrollment;
+    CREATE TRIGGER fleet_outbox_enrollment AFTER UPDATE OF export_seq ON enrollments
+        WHEN NEW.export_seq IS NOT NULL AND NEW.export_seq IS NOT OLD.export_seq
+         AND EXISTS (SELECT 1 FROM fleet_state)
+        BEGIN INSERT INTO fleet_outbox (kind, payload) VALUES ('enrollment', json_object('registration_id', NEW.registration_id, 'device_serial',
+            NEW.device_serial, 'firmware', NEW.firmware, 'model', NEW.model,
+            'attestation_type', NEW.attestation_type, 'key_source', NEW.key_source,
+            'group_key_id', NEW.group_key_id, 'public_material', NEW.public_material,
+            'device_digest', NEW.device_digest, 'station', NEW.station, 'line', NEW.line,
+            'operator', NEW.operator, 'created_at', NEW.created_at, 'provisioned_at',
+            NEW.provisioned_at, 'export_seq', NEW.export_seq, 'cert_serial', NEW.cert_serial,
+            'cert_thumbprint', NEW.cert_thumbprint, 'cert_not_before', NEW.cert_not_before,
+            'cert_not_after', NEW.cert_not_after, 'storage_root_key', NEW.storage_root_key,
+            'ek_hash', NEW.ek_hash, 'ek_certificate', NEW.ek_certificate, 'ek_cert_issuer',
+            NEW.ek_cert_issuer, 'ek_cert_status', NEW.ek_cert_status,
+            'secondary_held', NEW.key_source = 'group-derived' AND NEW.secondary_key IS NOT NULL)); END;
+    "#,
 ];
 
 /// The schema version this binary writes.
