@@ -149,7 +149,11 @@ impl Transport for Scripted {
         // on the line stays silent instead, so that every input runs in microseconds.
         // Only a frame the new bytes complete can be a new BUSY (what is on the line already was
         // checked when it was sent): the line from the last delimiter before them on.
-        let tail = |b: &[u8]| b.iter().rposition(|&x| x == frame::DELIMITER).map(|i| i + 1);
+        let tail = |b: &[u8]| {
+            b.iter()
+                .rposition(|&x| x == frame::DELIMITER)
+                .map(|i| i + 1)
+        };
         let stream = record.streams.last().map_or(&[][..], Vec::as_slice);
         let mut line = match tail(&self.pending) {
             Some(i) => self.pending[i..].to_vec(),
