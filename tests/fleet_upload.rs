@@ -122,7 +122,12 @@ fn one_host_uploads_every_stations_enrollments_once_one_run_at_a_time_and_resume
         "{e}"
     );
     assert_eq!(dps.state.lock().unwrap().bulk_calls, 0);
-    drop(holder); // the lock dies with its session
+    // The other host finishes and gives the lock back (a dropped client's session ends on the
+    // server a moment later, which a run started at once can still find holding it).
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({LOCK})"))
+        .unwrap();
+    drop(holder);
 
     let lines = ok(
         &office,
@@ -298,7 +303,8 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
     provision_export_sync(&a, 30);
     provision_export_sync(&b, 25);
     let dps = FakeDps::start();
-    dps.state.lock().unwrap().delay = std::time::Duration::from_millis(150);
+    // The second bulk call waits unanswered until the uploader is dead.
+    dps.state.lock().unwrap().hold_from = Some(2);
     let mut child = std::process::Command::new(STATION)
         .args([
             "--config",
@@ -316,7 +322,7 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         if line.unwrap().contains("\"event\":\"bulk\"") {
             // SIGKILL while the next call is in flight.
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            dps.wait_for_bulk_calls(2);
             child.kill().unwrap();
             break;
         }
@@ -333,7 +339,7 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
         0,
         "the killed run wrote nothing back"
     );
-    dps.state.lock().unwrap().delay = std::time::Duration::ZERO;
+    dps.state.lock().unwrap().hold_from = None;
     // The killed run's lock goes with its session (the server notices the closed socket).
     let mut out = fleet_upload(&b, &dps);
     for _ in 0..50 {

@@ -162,18 +162,27 @@ fn killing_a_four_fixture_run_leaves_every_fixture_consistent() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // At different moments of the devices' cycles.
-        std::thread::sleep(std::time::Duration::from_millis(700 + 173 * round));
+        // Once this round has provisioned a device (so every round makes progress however
+        // slow the machine), at different moments of the other fixtures' cycles.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while provisioned(&st) <= round as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round} made no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(173 * round));
         child.kill().unwrap();
         child.wait().unwrap();
         st.assert_every_device_credential_is_in_db();
         st.assert_db_matches_flash();
     }
-    assert!(
-        st.rows().iter().filter(|r| r.2 == "provisioned").count() >= 4,
-        "every fixture got going: {:?}",
-        st.rows()
-    );
+    assert!(provisioned(&st) >= 4, "{:?}", st.rows());
+}
+
+fn provisioned(st: &StationDir) -> usize {
+    st.rows().iter().filter(|r| r.2 == "provisioned").count()
 }
 
 #[test]

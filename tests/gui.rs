@@ -67,6 +67,16 @@ fn wait(
     }
 }
 
+/// Click the button `label` once it is enabled: a result shows (a FAIL banner, an export's
+/// summary) a moment before its worker is free again and the buttons come back.
+fn click_when_enabled(h: &mut Harness<'static, StationApp>, label: &str) {
+    wait(h, 60, |h| {
+        h.query_by_label(label)
+            .is_some_and(|b| !b.accesskit_node().is_disabled())
+    });
+    h.get_by_label(label).click();
+}
+
 fn login(h: &mut Harness<'static, StationApp>, operator: &str) {
     wait(h, 10, |h| {
         h.query_by_label("Operator ID (type or scan your badge)")
@@ -99,7 +109,7 @@ fn start_with_the_simulator_shows_pass_and_records_the_device() {
     let rows = st.rows();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "provisioned");
-    let conn = rusqlite::Connection::open(st.db()).unwrap();
+    let conn = common::read_only(&st.db()).unwrap();
     let op: String = conn
         .query_row("SELECT operator FROM attempts", [], |r| r.get(0))
         .unwrap();
@@ -135,7 +145,7 @@ fn a_device_fault_shows_fail_with_the_remedy_and_retry_works() {
         h.query_by_label_contains("What to do: The device refused the step")
             .is_some()
     );
-    h.get_by_label("Retry").click();
+    click_when_enabled(&mut h, "Retry");
     wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
     let statuses: Vec<String> = st.rows().into_iter().map(|r| r.2).collect();
     assert_eq!(statuses, ["failed", "provisioned"]);
@@ -195,7 +205,7 @@ fn history_search_finds_a_device_and_export_writes_the_batch() {
         "only the match is listed"
     );
 
-    h.get_by_label("Export batch").click();
+    click_when_enabled(&mut h, "Export batch");
     wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("enrollments")
             .next()
@@ -239,13 +249,13 @@ fn the_upload_button_sends_exported_devices_to_dps() {
     login(&mut h, "op-1");
     h.get_by_label("Start").click();
     wait(&mut h, 60, |h| h.query_by_label("PASS").is_some());
-    h.get_by_label("Export batch").click();
+    click_when_enabled(&mut h, "Export batch");
     wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("enrollments")
             .next()
             .is_some()
     });
-    h.get_by_label("Upload to DPS").click();
+    click_when_enabled(&mut h, "Upload to DPS");
     wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("Uploaded 1, conflicts 0")
             .next()
@@ -263,7 +273,7 @@ fn the_upload_button_sends_exported_devices_to_dps() {
         "sim000001",
         serde_json::json!({"status": "assigned", "assignedHub": "hub-a.azure-devices.net"}),
     );
-    h.get_by_label("Verify with DPS").click();
+    click_when_enabled(&mut h, "Verify with DPS");
     wait(&mut h, 60, |h| {
         h.query_all_by_label_contains("Verified 1: 1 match, 0 mismatch")
             .next()
@@ -452,7 +462,7 @@ fn device_details_check_registration_shows_what_dps_says() {
         h.query_by_label("Check registration in DPS").is_some()
     });
     // The real jobs thread answers: the station never uploaded this device.
-    h.get_by_label("Check registration in DPS").click();
+    click_when_enabled(&mut h, "Check registration in DPS");
     wait(&mut h, 30, |h| {
         matches!(
             h.state().jobs_view.registrations.get("sim000001"),

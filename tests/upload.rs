@@ -470,7 +470,8 @@ fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
     let st = station_with_upload("");
     provision_and_export(&st, 60);
     let dps = FakeDps::start();
-    dps.state.lock().unwrap().delay = std::time::Duration::from_millis(150);
+    // The second bulk call waits unanswered until the uploader is dead.
+    dps.state.lock().unwrap().hold_from = Some(2);
     let mut child = Command::new(STATION)
         .args([
             "--config",
@@ -488,7 +489,7 @@ fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
     for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
         if line.unwrap().contains("\"event\":\"bulk\"") {
             // Kill while the next call is in flight.
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            dps.wait_for_bulk_calls(2);
             child.kill().unwrap();
             break;
         }
@@ -499,7 +500,7 @@ fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
         partial > 0 && partial < 60,
         "killed mid-run: {partial} recorded"
     );
-    dps.state.lock().unwrap().delay = std::time::Duration::ZERO;
+    dps.state.lock().unwrap().hold_from = None;
     let out = upload(&st, &dps, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let s = dps.state.lock().unwrap();

@@ -253,18 +253,36 @@ pub fn upload_fleet(
     let mut client = connect(config)?;
     schema::check(&mut client)?;
     lock(&mut client)?;
+    let result = upload_locked(&mut client, config, dps, keys, opts, page_size, emit);
+    // The session's end releases the lock too, but the server may not have ended the session
+    // yet when the next upload asks for it: give it back now (on failure as well). If the
+    // connection is gone the lock went with it.
+    let (a, b) = LOCK;
+    let _ = client.batch_execute(&format!("SELECT pg_advisory_unlock({a}, {b})"));
+    result
+}
+
+fn upload_locked(
+    client: &mut Client,
+    config: &Config,
+    dps: &mut Dps,
+    keys: Option<&SymmetricKeySource>,
+    opts: &UploadOptions,
+    page_size: u32,
+    emit: &mut dyn FnMut(crate::domain::Event),
+) -> Result<FleetUploadSummary> {
     let mut store = Store::open_mirror(&mirror_path(config))?;
     let by = config.station.id.as_str();
     let mut summary = FleetUploadSummary {
-        written_back: write_back(&mut client, &store, by)?,
+        written_back: write_back(client, &store, by)?,
         ..FleetUploadSummary::default()
     };
-    mirror(&mut client, &mut store, keys, &mut summary)?;
+    mirror(client, &mut store, keys, &mut summary)?;
     let opts = UploadOptions {
         manifests: None,
         ..opts.clone()
     };
     summary.upload = upload::upload(&mut store, dps, keys, &opts, page_size, emit)?;
-    summary.written_back += write_back(&mut client, &store, by)?;
+    summary.written_back += write_back(client, &store, by)?;
     Ok(summary)
 }

@@ -508,7 +508,7 @@ mod tests {
         labels.submit(LabelJob::passed(&f1, "dev-1")).unwrap();
         labels.submit(LabelJob::passed(&f1, "nobody")).unwrap();
         labels.submit(LabelJob::reprint("dev-1")).unwrap();
-        assert!(labels.finish(Duration::from_secs(5)).is_empty());
+        assert!(labels.finish(Duration::from_secs(60)).is_empty());
         let events = events.lock().unwrap().clone();
         assert!(
             matches!(&events[0], LabelEvent::LabelPrinted { registration_id, .. } if registration_id == "dev-1")
@@ -552,6 +552,15 @@ mod tests {
         }
         let refused = labels.submit(LabelJob::passed(&f1, "dev-1")).unwrap_err();
         assert_eq!(refused.code, ErrorCode::LabelQueueFull);
+        // The label thread has tried the printer (and keeps both labels for a retry).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while labels.printer_error().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the printer was never tried"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let left = labels.finish(Duration::from_millis(200));
         assert_eq!(left.len(), 2, "both queued labels are reported unprinted");
         let state = labels.fixture(&f1);

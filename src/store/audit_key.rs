@@ -32,6 +32,55 @@ impl std::fmt::Debug for AuditKey {
     }
 }
 
+/// Make the key at `path`, or read the one another process made first. The key is written
+/// whole to a file of its own and then linked into place, so no reader sees half a key and two
+/// first users (the window and a CLI command started together) end with the same key.
+fn create(path: &Path) -> std::result::Result<Vec<u8>, (&'static str, std::io::Error)> {
+    let doc =
+        Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).map_err(|_| {
+            (
+                "cannot generate the audit key",
+                std::io::Error::other("key generation failed"),
+            )
+        })?;
+    // Owner-only; group-readable in a set-group-ID directory (the installer's data directory,
+    // shared by the station's accounts like the database).
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let shared = dir
+        .and_then(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o2000 != 0
+        });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".new-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if shared { 0o640 } else { 0o600 })
+        .open(&tmp)
+        .map_err(|e| ("cannot create the audit key", e))
+        .and_then(|mut f| {
+            f.write_all(doc.as_ref())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| ("cannot write the audit key", e))
+        });
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(doc.as_ref().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).map_err(|e| ("cannot read the audit key", e))
+        }
+        Err(e) => Err(("cannot create the audit key", e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
 impl AuditKey {
     /// Where the key of the database at `db` lives.
     pub fn path_for(db: &Path) -> PathBuf {
@@ -50,29 +99,7 @@ impl AuditKey {
         let der = match std::fs::read(&path) {
             Ok(der) => der,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
-                    .map_err(|_| Error::Internal {
-                        message: "cannot generate the audit key".into(),
-                    })?;
-                // Owner-only; group-readable in a set-group-ID directory (the installer's
-                // data directory, shared by the station's accounts like the database).
-                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-                let shared = dir
-                    .and_then(|d| std::fs::metadata(d).ok())
-                    .is_some_and(|m| {
-                        use std::os::unix::fs::PermissionsExt;
-                        m.permissions().mode() & 0o2000 != 0
-                    });
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(if shared { 0o640 } else { 0o600 })
-                    .open(&path)
-                    .map_err(file_err("cannot create the audit key"))?;
-                f.write_all(doc.as_ref())
-                    .and_then(|()| f.sync_all())
-                    .map_err(file_err("cannot write the audit key"))?;
-                doc.as_ref().to_vec()
+                create(&path).map_err(|(what, source)| file_err(what)(source))?
             }
             Err(e) => return Err(file_err("cannot read the audit key")(e)),
         };
@@ -158,5 +185,31 @@ mod tests {
         assert_eq!(parse_public_key(&k.public_pem()), Some(k.public()));
         assert_eq!(parse_public_key(&k.public_base64()), Some(k.public()));
         assert!(!format!("{k:?}").contains("pair"));
+    }
+
+    #[test]
+    fn first_users_at_once_all_get_the_one_key() {
+        // Before the key was linked into place whole, the losers of this race failed to
+        // create it ("file exists") or read half of it ("not an Ed25519 PKCS#8 key").
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join(format!("station-{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let keys: Vec<Vec<u8>> = (0..6)
+                .map(|_| {
+                    let (db, start) = (db.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        AuditKey::load_or_create(&db).map(|k| k.public())
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect();
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(left.len(), 1, "no temporary file is left behind");
+        }
     }
 }

@@ -98,6 +98,9 @@ pub struct State {
     pub query_faults: VecDeque<Fault>,
     /// Delay before answering each bulk call.
     pub delay: Duration,
+    /// Bulk calls from this number on (1 = the first) wait, unanswered, until it is cleared:
+    /// a test can kill the uploader with a call surely in flight.
+    pub hold_from: Option<u32>,
     etag_seq: u64,
 }
 
@@ -158,6 +161,18 @@ pub struct FakeDps {
 }
 
 impl FakeDps {
+    /// Wait until DPS has received `n` bulk calls (held ones included).
+    pub fn wait_for_bulk_calls(&self, n: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while lock(&self.state).bulk_calls < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "DPS never received bulk call {n}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// A fake DPS that accepts tokens issued for [`DPS_HOST`].
     pub fn start() -> FakeDps {
         Self::start_for(DPS_HOST)
@@ -762,11 +777,14 @@ impl Server {
     // -- bulk
 
     fn bulk(&self, req: &Request) -> Option<Response> {
-        let (fault, delay) = {
+        let (call, fault, delay) = {
             let mut s = lock(&self.state);
             s.bulk_calls += 1;
-            (s.faults.pop_front(), s.delay)
+            (s.bulk_calls, s.faults.pop_front(), s.delay)
         };
+        while lock(&self.state).hold_from.is_some_and(|from| call >= from) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         std::thread::sleep(delay);
         if let Some(r) = fault.as_ref().and_then(failure) {
             return Some(r);

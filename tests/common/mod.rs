@@ -6,6 +6,7 @@ pub mod dps_server;
 pub mod postgres;
 pub mod swtpm;
 
+use rusqlite::OptionalExtension;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,10 +76,7 @@ impl StationDir {
     /// Read-only: a station killed before it created (or migrated) its database has no rows,
     /// and looking must not create the file.
     pub fn rows(&self) -> Vec<Row> {
-        let Ok(conn) = rusqlite::Connection::open_with_flags(
-            self.db(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        ) else {
+        let Ok(conn) = read_only(&self.db()) else {
             return Vec::new();
         };
         let migrated: bool = conn
@@ -104,11 +102,8 @@ impl StationDir {
 
     /// Attempts as (registration_id, outcome, error_code).
     pub fn attempts(&self) -> Vec<(Option<String>, String, Option<String>)> {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.db(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap_or_else(|e| panic!("database {}: {e}", self.db().display()));
+        let conn = read_only(&self.db())
+            .unwrap_or_else(|e| panic!("database {}: {e}", self.db().display()));
         let mut st = conn
             .prepare("SELECT registration_id, outcome, error_code FROM attempts ORDER BY id")
             .unwrap();
@@ -247,11 +242,7 @@ impl StationDir {
     pub fn assert_every_device_credential_is_in_db(&self) {
         // Read-only, and looking does not create the file; a device holding an identity
         // while the database is missing fails below.
-        let conn = rusqlite::Connection::open_with_flags(
-            self.db(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .ok();
+        let conn = read_only(&self.db()).ok();
         for (path, flash) in self.flash_devices() {
             let digest = flash["digest"].as_str().unwrap().to_string();
             if flash["records"].as_object().is_none_or(|r| r.is_empty()) {
@@ -264,7 +255,8 @@ impl StationDir {
                     [&digest],
                     |r| r.get(0),
                 )
-                .ok()
+                .optional()
+                .unwrap_or_else(|e| panic!("reading {}: {e}", self.db().display()))
             });
             let Some(material) = held else {
                 panic!(
@@ -328,8 +320,8 @@ group_key_file = "{GROUP_KEY_FILE}"
 
 [serial]
 port = "sim"
-response_timeout_ms = 300
-commit_timeout_ms = 1000
+response_timeout_ms = 1000
+commit_timeout_ms = 3000
 retries = 3
 next_device_timeout_s = 5
 
@@ -337,6 +329,15 @@ next_device_timeout_s = 5
 flash_dir = "flash"
 "#
     )
+}
+
+/// A read-only connection that waits out a station's writes (and the recovery of a killed
+/// station's write-ahead log) instead of failing at once.
+pub fn read_only(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
 }
 
 /// A `station simulate` process.

@@ -137,7 +137,7 @@ fn a_device_fault_fails_one_tile_while_the_others_pass_and_retry_passes_it() {
     assert_eq!(h.query_all_by_label("PASS").count(), 3);
     assert!(has_text(&h, "device.nak"));
     assert!(has_text(&h, "What to do: The device refused the step"));
-    h.get_by_label("Retry Slot 2").click();
+    click_when_enabled(&mut h, "Retry Slot 2");
     wait(&mut h, 60, |h| tile_passed(h, 1));
     let f2 = &h.state().fixtures[1];
     assert_eq!((f2.passed, f2.failed), (1, 1));

@@ -133,7 +133,7 @@ fn reprint_from_the_history_details_writes_a_second_label_file() {
     h.state_mut()
         .apply(UiCommand::ShowDetails("sim000001".into()));
     wait(&mut h, 10, |h| h.query_by_label("Reprint label").is_some());
-    h.get_by_label("Reprint label").click();
+    click_when_enabled(&mut h, "Reprint label");
     wait(&mut h, 20, |h| {
         has_text(h, &format!("Label reprinted on {printer}"))
     });
@@ -175,7 +175,7 @@ fn a_failed_device_prints_no_label_and_its_retry_prints_one() {
         "no label after a FAIL"
     );
     assert!(has_text(&h, "Label: none printed yet"));
-    h.get_by_label("Retry").click();
+    click_when_enabled(&mut h, "Retry");
     wait(&mut h, 60, |h| {
         h.query_by_label("PASS").is_some() && has_text(h, "Label printed: sim")
     });
