@@ -415,3 +415,119 @@ fn an_enrollment_whose_random_secondary_key_only_its_station_holds_is_not_sent_c
     assert_eq!(held.len(), 2, "only e1's derived enrollments: {held:?}");
     assert!(held.iter().all(|k| k.starts_with("sim0080")), "{held:?}");
 }
+
+#[test]
+fn the_documented_roles_and_grants_work_with_passwords_over_tls() {
+    // docs/fleet.md "Setting up the server", step by step, on a server that takes TLS only and
+    // asks every role but the test's superuser for its password (scram-sha-256).
+    let (ca, cert, key) = common::postgres::server_certificate();
+    let pg = Postgres::start_tls(&cert, &key);
+    pg.database("roles");
+    let db = "roles";
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("factory-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    pg.client("postgres")
+        .batch_execute(
+            "CREATE ROLE fleet_owner LOGIN PASSWORD 'owner-test-password';
+             GRANT CREATE ON DATABASE roles TO fleet_owner;
+             CREATE ROLE station LOGIN PASSWORD 'station-test-password';",
+        )
+        .unwrap();
+    let password_file = |name: &str, password: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{password}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!("password_file = \"{}\"\n", p.display())
+    };
+    let as_role = |id: &str, first: u32, role: &str, password: &str| {
+        let url = format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port);
+        let fleet = format!(
+            "uploads = \"fleet\"\nca_file = \"{}\"\n{password}",
+            ca_file.display()
+        );
+        StationDir::with_config(
+            &config(&url, id, first, &derived_with_secondary(), &fleet)
+                .replace("sslmode = \"disable\"\n", ""),
+        )
+    };
+
+    // The owner creates the schema, its password in the environment.
+    let owner = as_role(
+        "owner",
+        1,
+        "fleet_owner",
+        "password_env = \"FLEET_OWNER_PASSWORD\"\n",
+    );
+    let init = |password: &str| {
+        std::process::Command::new(STATION)
+            .args(["--config", owner.config().to_str().unwrap()])
+            .args(["--json", "fleet", "init"])
+            .env("FLEET_OWNER_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let refused = init("not-the-password");
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    let e = json_lines(&refused).pop().unwrap();
+    assert_eq!(e["code"], "fleet.auth", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("password"),
+        "a wrong password is named: {e}"
+    );
+    let out = init("owner-test-password");
+    assert!(out.status.success(), "{}", text(&out));
+    // Then the grants, as the owner.
+    pg.client(db)
+        .batch_execute(
+            "SET ROLE fleet_owner;
+             GRANT USAGE ON SCHEMA fleet TO station;
+             GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA fleet TO station;
+             GRANT EXECUTE ON FUNCTION fleet.claim(text, text, text, text) TO station;",
+        )
+        .unwrap();
+
+    // A station with the station role (password in a file) claims, provisions and syncs.
+    let a = as_role(
+        "a1",
+        1,
+        "station",
+        &password_file("a1-password", "station-test-password"),
+    );
+    provision_export_sync(&a, 3);
+    let synced = "SELECT count(*) FROM fleet.enrollments WHERE station = 'a1'";
+    assert_eq!(count(&pg, db, synced), 3);
+    // The upload host, with the same grants, uploads them.
+    let office = as_role(
+        "office",
+        1,
+        "station",
+        &password_file("office-password", "station-test-password"),
+    );
+    let dps = FakeDps::start();
+    let out = fleet_upload(&office, &dps);
+    assert!(out.status.success(), "{}", text(&out));
+    let uploaded = "SELECT count(*) FROM fleet.uploads WHERE status = 'uploaded'";
+    assert_eq!(count(&pg, db, uploaded), 3);
+    assert_eq!(dps.state.lock().unwrap().enrollments.len(), 3);
+
+    // A wrong password in the file is not "offline" (the default offline = "allow" would
+    // provision on and never sync): refused before any device, saying why.
+    let b = as_role(
+        "b1",
+        5001,
+        "station",
+        &password_file("b1-password", "wrong"),
+    );
+    let out = b.station(&["--json", "provision", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let e = json_lines(&out).pop().unwrap();
+    assert_eq!(e["code"], "fleet.auth", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("password"), "{e}");
+    assert!(b.rows().is_empty());
+    assert!(
+        !json_lines(&out).iter().any(|e| e["event"] == "writing"),
+        "nothing was written to a device"
+    );
+}

@@ -58,7 +58,26 @@ pub fn connect(config: &Config) -> Result<Client> {
             pg.connect(tls(config, f)?)
         }
     };
-    result.map_err(unreachable)
+    result.map_err(refused_at_connect)
+}
+
+/// A connection that failed: the server refusing the role (SQLSTATE class 28: a wrong password,
+/// no pg_hba.conf entry for this address or encryption) or naming no such database is a
+/// configuration fault that waiting does not mend, so it is not `fleet.unreachable` (which
+/// `offline = "allow"` rides out); a server starting up or out of connections is.
+fn refused_at_connect(e: postgres::Error) -> Error {
+    let code = e.as_db_error().map(|d| d.code().code().to_string());
+    match code.as_deref() {
+        Some(c) if c.starts_with("28") => Error::Fleet {
+            code: ErrorCode::FleetAuth,
+            message: format!("the server refused the role: {}", describe(&e)),
+        },
+        Some("3D000") => Error::Fleet {
+            code: ErrorCode::FleetServer,
+            message: describe(&e),
+        },
+        _ => unreachable(e),
+    }
 }
 
 /// The role's password: the environment variable wins over the file; neither is fine (peer

@@ -205,6 +205,10 @@ impl Store {
         mut f: impl FnMut(&Cols<'_, '_>) -> Result<()>,
     ) -> Result<i64> {
         let range = "WHERE export_seq BETWEEN ?1 AND ?2 ORDER BY export_seq";
+        // Both tables from one snapshot: a re-key committed between the two reads would move
+        // a version out of the range the second read sees (the count check would then fail
+        // the export for nothing). A read transaction does not hold up the fixtures' writes.
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let mut old: Vec<(i64, Vec<Option<String>>)> = {
             let mut stmt = self
                 .conn
@@ -248,6 +252,9 @@ impl Store {
             f(&Cols::Owned { vals, store: self })?;
             n += 1;
         }
+        drop(rows);
+        drop(stmt);
+        snapshot.commit().map_err(|e| self.err(e))?;
         Ok(n)
     }
 

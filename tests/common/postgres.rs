@@ -63,7 +63,8 @@ impl Postgres {
     }
 
     /// A cluster that takes TCP connections over TLS only (`hostssl` in pg_hba.conf), with
-    /// the server certificate and key given (PEM); the unix socket stays open for the test.
+    /// the server certificate and key given (PEM): `postgres` without a password, every other
+    /// role with its password (scram-sha-256); the unix socket stays open for the test.
     pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
         let mut pg = Postgres::init();
         let data = pg.data();
@@ -71,7 +72,8 @@ impl Postgres {
         std::fs::write(data.join("server.key"), key_pem).unwrap();
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            "local all all trust\nhostssl all postgres 127.0.0.1/32 trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n",
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -240,4 +242,20 @@ impl Drop for Postgres {
             let _ = child.wait();
         }
     }
+}
+
+/// A factory CA (PEM) and a server certificate for 127.0.0.1 and localhost it signed, with its
+/// key: (CA, certificate, key).
+pub fn server_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    (ca_cert.pem(), server.pem(), key.serialize_pem())
 }
