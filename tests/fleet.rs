@@ -738,3 +738,91 @@ fn a_partition_between_the_claim_and_the_commit_loses_nothing_and_flags_nothing(
         1
     );
 }
+
+#[test]
+fn a_claim_is_released_only_by_its_station_and_only_while_the_id_was_never_provisioned() {
+    let pg = Postgres::shared();
+    let url = pg.database("releases");
+    let a = station(&url, "a1", "A", 1, "");
+    let b = station(&url, "b1", "B", 1, "");
+    init(&a);
+    // Station a1 claimed device 1 (and its EK) and the device then failed there.
+    claimer(&url, "a1", "A")
+        .claim("sim000001", Some("ek:00ff"))
+        .unwrap();
+    let out = b.station(&["--json", "provision", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let release = |st: &StationDir, reason: &str| {
+        st.station(&[
+            "--json",
+            "fleet",
+            "release",
+            "SIM000001",
+            "--reason",
+            reason,
+        ])
+    };
+    let refused = |out: &std::process::Output, says: &str| {
+        assert_eq!(out.status.code(), Some(3), "{}", text(out));
+        let e = json_lines(out).pop().unwrap();
+        assert_eq!(e["code"], "fleet.release_refused", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{says}: {e}");
+    };
+    // Only the holder releases it, and says why.
+    refused(&release(&b, "rework"), "station a1 (line A) holds it");
+    let out = release(&a, " ");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = release(&a, "moved to line B for rework");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = json_lines(&out).pop().unwrap();
+    assert_eq!(r["event"], "fleet_release", "{r}");
+    assert_eq!(r["registration_id"], "sim000001");
+    assert_eq!(
+        r["keys"],
+        serde_json::json!(["ek:00ff"]),
+        "its EK claim went too"
+    );
+    let kept: (String, String, String) = {
+        let row = pg
+            .client("releases")
+            .query_one(
+                "SELECT registration_id, station, reason FROM fleet.releases",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(
+        kept,
+        (
+            "sim000001".into(),
+            "a1".into(),
+            "moved to line B for rework".into()
+        )
+    );
+    let audit: String = rusqlite::Connection::open(a.db())
+        .unwrap()
+        .query_row(
+            "SELECT subject FROM audit_log WHERE kind = 'fleet_release'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audit, "sim000001");
+    refused(&release(&a, "again"), "no station holds a claim on it");
+
+    // Station b1 provisions the device now; nobody can release that claim.
+    let out = b.station(&["--json", "provision", "--count", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    refused(&release(&a, "rework"), "station b1 (line B) holds it");
+    refused(&release(&b, "rework"), "this station provisioned it");
+    // Nor can b1 with its local database lost, once its enrollment reached the fleet.
+    assert!(b.station(&["fleet", "sync"]).status.success());
+    let b_reinstalled = station(&url, "b1", "B", 1, "");
+    refused(
+        &release(&b_reinstalled, "rework"),
+        "station b1 provisioned it",
+    );
+    let claims = "SELECT count(*) FROM fleet.claims WHERE registration_id = 'sim000001'";
+    assert_eq!(count(pg, "releases", claims), 1);
+}

@@ -484,7 +484,8 @@ fn the_documented_roles_and_grants_work_with_passwords_over_tls() {
             "SET ROLE fleet_owner;
              GRANT USAGE ON SCHEMA fleet TO station;
              GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA fleet TO station;
-             GRANT EXECUTE ON FUNCTION fleet.claim(text, text, text, text) TO station;",
+             GRANT EXECUTE ON FUNCTION fleet.claim(text, text, text, text) TO station;
+             GRANT EXECUTE ON FUNCTION fleet.release(text, text, text) TO station;",
         )
         .unwrap();
 
@@ -498,6 +499,22 @@ fn the_documented_roles_and_grants_work_with_passwords_over_tls() {
     provision_export_sync(&a, 3);
     let synced = "SELECT count(*) FROM fleet.enrollments WHERE station = 'a1'";
     assert_eq!(count(&pg, db, synced), 3);
+    // The role may call fleet.release() (it runs as the owner; without the grant: permission
+    // denied, fleet.server).
+    let out = a.station(&[
+        "--json",
+        "fleet",
+        "release",
+        "sim000999",
+        "--reason",
+        "test",
+    ]);
+    let e = json_lines(&out).pop().unwrap();
+    assert_eq!(e["code"], "fleet.release_refused", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no station holds"),
+        "{e}"
+    );
     // The upload host, with the same grants, uploads them.
     let office = as_role(
         "office",

@@ -65,6 +65,15 @@ pub enum FleetCommand {
     },
     /// Send everything this station has queued for the fleet database, then exit.
     Sync,
+    /// Give back this station's claim on a registration ID whose device never passed here,
+    /// so another station can provision it (refused once the ID is provisioned anywhere).
+    Release {
+        /// The registration ID (as `fleet.claimed` named it).
+        registration_id: String,
+        /// Why (kept in the fleet database and this station's audit trail).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

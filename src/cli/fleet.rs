@@ -53,6 +53,23 @@ pub(super) fn run(config: &Config, c: FleetCommand, out: Out) -> Result<ExitCode
                 },
             );
         }
+        FleetCommand::Release {
+            registration_id,
+            reason,
+        } => {
+            let r = fleet::release::release(config, &registration_id, &reason)?;
+            out.emit(
+                &serde_json::json!({"event": "fleet_release", "registration_id": r.registration_id,
+                    "keys": r.keys, "reason": r.reason}),
+                || {
+                    format!(
+                        "released the claim on {} (and {} key claim(s)); another station can provision it now",
+                        r.registration_id,
+                        r.keys.len()
+                    )
+                },
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 //! station provisions on when the server is away, and nothing here writes to a device.
 
 pub mod claim;
+pub mod release;
 pub mod schema;
 pub mod status;
 pub mod sync;

@@ -128,6 +128,54 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE fleet.batches ADD COLUMN dps_options text;
     ALTER TABLE fleet.uploads ADD COLUMN uploaded_by text;
     "#,
+    // 2 -> 3: a claim given back by the station holding it (`station fleet release`), for a
+    // device that never passed there and goes to another station; refused (PS002, the reason
+    // in MESSAGE) when another station holds it or any station has provisioned the ID. The
+    // function runs as its owner: stations get EXECUTE, not DELETE on the claims.
+    r#"
+    CREATE TABLE fleet.releases (
+        registration_id text NOT NULL,
+        station         text NOT NULL,
+        line            text NOT NULL,
+        keys            text[] NOT NULL,
+        reason          text NOT NULL,
+        released_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE FUNCTION fleet.release(p_id text, p_station text, p_reason text)
+    RETURNS text[] LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DECLARE
+        h_station text;
+        h_line text;
+        p_by text;
+        released text[];
+    BEGIN
+        SELECT station, line INTO h_station, h_line FROM fleet.claims
+            WHERE registration_id = lower(p_id) FOR UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PS002',
+                MESSAGE = 'no station holds a claim on it';
+        END IF;
+        IF h_station <> p_station THEN
+            RAISE EXCEPTION USING ERRCODE = 'PS002',
+                MESSAGE = 'station ' || h_station || ' (line ' || h_line
+                    || ') holds it: only that station can release it';
+        END IF;
+        SELECT station INTO p_by FROM fleet.enrollments
+            WHERE lower(registration_id) = lower(p_id) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PS002',
+                MESSAGE = 'station ' || p_by || ' provisioned it: a provisioned identity stays claimed';
+        END IF;
+        SELECT coalesce(array_agg(key ORDER BY key), '{}') INTO released FROM fleet.key_claims
+            WHERE registration_id = lower(p_id) AND station = p_station;
+        DELETE FROM fleet.key_claims WHERE registration_id = lower(p_id) AND station = p_station;
+        DELETE FROM fleet.claims WHERE registration_id = lower(p_id);
+        INSERT INTO fleet.releases (registration_id, station, line, keys, reason)
+            VALUES (lower(p_id), p_station, h_line, released, p_reason);
+        RETURN released;
+    END $$;
+    REVOKE ALL ON FUNCTION fleet.release(text, text, text) FROM PUBLIC;
+    "#,
 ];
 
 /// The schema version this binary writes.

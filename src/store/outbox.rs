@@ -210,6 +210,24 @@ impl Store {
             .map_err(|e| Error::database(self.path(), e))
     }
 
+    /// When this station provisioned `registration_id` (any version: the current one, or one
+    /// a re-key superseded), if it ever did.
+    pub fn provisioned_at(&self, registration_id: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(max(provisioned_at), 'an unknown time') FROM (
+                     SELECT provisioned_at FROM enrollments
+                     WHERE registration_id = ?1 AND status IN ('provisioned', 'exported')
+                     UNION ALL
+                     SELECT provisioned_at FROM superseded_enrollments WHERE registration_id = ?1)
+                 HAVING count(*) > 0",
+                [registration_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| Error::database(self.path(), e))
+    }
+
     /// The station's side of the sync.
     pub fn outbox_state(&self) -> Result<OutboxState> {
         let e = |e: rusqlite::Error| Error::database(self.path(), e);
