@@ -263,8 +263,38 @@ fn line_faults_are_survived_and_storage_faults_fail_without_a_good_record() {
 
 #[test]
 fn killing_the_station_mid_upload_leaves_a_pending_row_that_a_rerun_completes() {
-    let cfg = smp_config("").replace("[serial]\n", "[serial]\nbaud = 4800\n");
-    let st = StationDir::with_config(&cfg);
+    let st = StationDir::with_config(&smp_config(""));
+    killed_mid_upload_then_rerun(&st);
+    // X.509 with a station-made key: the key never enters the database, so the re-run cannot
+    // send the recorded one again; it must still end with what the device holds recorded.
+    let st = x509_station("station", "p256");
+    let cfg = std::fs::read_to_string(st.config()).unwrap() + "\n[device]\nprotocol = \"smp\"\n";
+    std::fs::write(st.config(), cfg).unwrap();
+    killed_mid_upload_then_rerun(&st);
+    let files = device_files(&st.flash(), "SIM000001");
+    assert!(files["credential"].starts_with(b"-----BEGIN CERTIFICATE-----"));
+    let certificate: String = rusqlite::Connection::open(st.db())
+        .unwrap()
+        .query_row(
+            "SELECT public_material FROM enrollments WHERE status = 'provisioned'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&files["credential"]).contains(certificate.trim()),
+        "the device holds the certificate the database recorded"
+    );
+}
+
+/// Kill the station after its third SMP write to the device at 4800 baud, check nothing half
+/// written counts as an identity, then re-run: the device passes and the database holds what
+/// the device holds.
+fn killed_mid_upload_then_rerun(st: &StationDir) {
+    let cfg = std::fs::read_to_string(st.config())
+        .unwrap()
+        .replace("[serial]\n", "[serial]\nbaud = 4800\n");
+    std::fs::write(st.config(), cfg).unwrap();
     let sim = st.simulator(&["--protocol", "smp", "--devices", "1", "--baud", "4800"]);
     let mut child = Command::new(STATION)
         .arg("--config")
