@@ -197,6 +197,21 @@ fn one_host_uploads_every_stations_enrollments_once_one_run_at_a_time_and_resume
     pg.client(db)
         .batch_execute("DELETE FROM fleet.uploads WHERE station = 'b1'")
         .unwrap();
+    // A dry run says so and writes nothing back (nor to DPS).
+    let lines = ok(
+        &office,
+        &[
+            "--json",
+            "upload",
+            "--fleet",
+            "--dry-run",
+            "--endpoint",
+            &dps.url,
+        ],
+    );
+    assert_eq!(event(&lines, "fleet_upload")["written_back"], 0);
+    assert_eq!(count(pg, db, uploaded), 12);
+    assert_eq!(dps.state.lock().unwrap().bulk_calls, 2);
     let lines = ok(
         &office,
         &["--json", "upload", "--fleet", "--endpoint", &dps.url],

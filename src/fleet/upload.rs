@@ -273,8 +273,15 @@ fn upload_locked(
 ) -> Result<FleetUploadSummary> {
     let mut store = Store::open_mirror(&mirror_path(config))?;
     let by = config.station.id.as_str();
+    // A dry run writes nothing to the fleet database either (it still fills this host's
+    // mirror, under the lock, to say what a real run would send).
+    let dry = opts.dry_run;
     let mut summary = FleetUploadSummary {
-        written_back: write_back(client, &store, by)?,
+        written_back: if dry {
+            0
+        } else {
+            write_back(client, &store, by)?
+        },
         ..FleetUploadSummary::default()
     };
     mirror(client, &mut store, keys, &mut summary)?;
@@ -283,6 +290,8 @@ fn upload_locked(
         ..opts.clone()
     };
     summary.upload = upload::upload(&mut store, dps, keys, &opts, page_size, emit)?;
-    summary.written_back += write_back(client, &store, by)?;
+    if !dry {
+        summary.written_back += write_back(client, &store, by)?;
+    }
     Ok(summary)
 }
