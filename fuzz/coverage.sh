@@ -24,7 +24,8 @@ for t in "${targets[@]}"; do
   mkdir -p fuzz/corpus-run/$t fuzz/regressions/$t
   cargo +nightly fuzz coverage $t fuzz/corpus-run/$t fuzz/corpus/$t fuzz/regressions/$t \
     --llvm-path "$LLVM_BIN" > fuzz/logs/coverage-$t.log 2>&1 || { echo "$t: coverage failed (fuzz/logs/coverage-$t.log)"; continue; }
-  strip="s#$PWD/##; s#${REG%/*}/##"
+  # llvm-cov prints the paths absolute, or without their common leading "/".
+  strip="s#/\?${PWD#/}/##; s#/\?${REG#/}#${REG##*/}#"
   {
     echo "== $t"
     "$LLVM_BIN/llvm-cov" report $B/$t -instr-profile=fuzz/coverage/$t/coverage.profdata ${FILES[$t]} 2>&1 | sed "$strip"
