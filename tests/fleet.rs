@@ -85,7 +85,7 @@ fn a_station_refuses_a_missing_or_newer_fleet_schema_before_any_device() {
     let again = a.station(&["--json", "fleet", "init"]);
     assert_eq!(
         json_lines(&again)[0]["version"],
-        2,
+        provisioning_station::fleet::schema::VERSION,
         "init twice: {}",
         text(&again)
     );
