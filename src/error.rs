@@ -87,7 +87,7 @@ codes! {
     FixtureSameDevice = "fixture.same_device" => "One device is on two fixtures at once (or two devices carry one serial label): take it off the other fixture, and check the serial labels.",
     FleetClaimed = "fleet.claimed" => "Another station holds this registration ID (or key): set the device aside and check its serial label; the message names the station and line that provisioned it.",
     FleetUnreachable = "fleet.unreachable" => "Check the network to the fleet database and that PostgreSQL runs ([fleet] url); with offline = \"allow\" the station goes on and catches up when it returns.",
-    FleetAuth = "fleet.auth" => "The fleet database refused the station's role: check the user in [fleet] url, the password in password_file or password_env, and the server's pg_hba.conf (TLS, address); the station waits for no device until it is fixed.",
+    FleetAuth = "fleet.auth" => "The fleet database and the station do not accept each other: check the user in [fleet] url, the password in password_file or password_env, ca_file and the host name, and the server's pg_hba.conf (TLS, address); the station takes no device until it is fixed.",
     FleetReleaseRefused = "fleet.release_refused" => "Only the station holding a claim can release it, and only while no station has provisioned the ID: run it on the station the message names, or re-key the device there.",
     FleetServer = "fleet.server" => "The fleet database refused a request: check the role's privileges and the server log, and run `station fleet init` after upgrading the station.",
     FleetSchemaTooNew = "fleet.schema_too_new" => "The fleet database was migrated by a newer station: install that version on this station too.",

@@ -578,9 +578,9 @@ fn sslmode_require_speaks_tls_and_checks_the_servers_certificate() {
         1
     );
     // Without the factory CA the certificate is not trusted; in clear the server refuses the
-    // role (no pg_hba.conf entry without encryption).
+    // role (no pg_hba.conf entry without encryption). Neither is "offline".
     for (extra, code, says) in [
-        ("", "fleet.unreachable", "certificate"),
+        ("", "fleet.auth", "certificate is not trusted"),
         ("sslmode = \"disable\"\n", "fleet.auth", "pg_hba.conf"),
     ] {
         let b = with(extra);
@@ -825,4 +825,31 @@ fn a_claim_is_released_only_by_its_station_and_only_while_the_id_was_never_provi
     );
     let claims = "SELECT count(*) FROM fleet.claims WHERE registration_id = 'sim000001'";
     assert_eq!(count(pg, "releases", claims), 1);
+
+    // A device being written (here: the station killed mid-write, its row pending) keeps its
+    // claim: release would let another station give a second device the identity.
+    let c = station(&url, "c1", "C", 1, "");
+    let sim = c.simulator(&["--devices", "1", "--baud", "1200", "--first", "9"]);
+    let mut child = Command::new(STATION)
+        .args(["--config", c.config().to_str().unwrap()])
+        .args(["--json", "provision", "--port", &sim.port])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("\"event\":\"writing\"") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let pending = c.rows();
+    assert_eq!(pending[0].2, "pending", "{pending:?}");
+    let id = pending[0].0.as_str();
+    refused(
+        &c.station(&["--json", "fleet", "release", id, "--reason", "rework"]),
+        "being written here",
+    );
 }

@@ -500,7 +500,8 @@ fn the_documented_roles_and_grants_work_with_passwords_over_tls() {
              GRANT USAGE ON SCHEMA fleet TO station;
              GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA fleet TO station;
              GRANT EXECUTE ON FUNCTION fleet.claim(text, text, text, text) TO station;
-             GRANT EXECUTE ON FUNCTION fleet.release(text, text, text) TO station;",
+             GRANT EXECUTE ON FUNCTION fleet.release(text, text, text) TO station;
+             REVOKE INSERT, UPDATE ON fleet.releases FROM station;",
         )
         .unwrap();
 
@@ -544,6 +545,19 @@ fn the_documented_roles_and_grants_work_with_passwords_over_tls() {
     assert_eq!(count(&pg, db, uploaded), 3);
     assert_eq!(dps.state.lock().unwrap().enrollments.len(), 3);
 
+    // No password at all, where the server asks for one: fleet.auth as well.
+    let nopw = as_role("n1", 7001, "station", "");
+    let out = nopw.station(&["--json", "provision", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let e = json_lines(&out).pop().unwrap();
+    assert_eq!(e["code"], "fleet.auth", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("asks for a password"),
+        "{e}"
+    );
     // A wrong password in the file is not "offline" (the default offline = "allow" would
     // provision on and never sync): refused before any device, saying why.
     let b = as_role(

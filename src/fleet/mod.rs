@@ -63,15 +63,30 @@ pub fn connect(config: &Config) -> Result<Client> {
 }
 
 /// A connection that failed: the server refusing the role (SQLSTATE class 28: a wrong password,
-/// no pg_hba.conf entry for this address or encryption) or naming no such database is a
-/// configuration fault that waiting does not mend, so it is not `fleet.unreachable` (which
-/// `offline = "allow"` rides out); a server starting up or out of connections is.
+/// no pg_hba.conf entry for this address or encryption), a password the server asks for and
+/// the station lacks, a server certificate the station does not trust, or no such database,
+/// is a configuration fault that waiting does not mend, so it is not `fleet.unreachable`
+/// (which `offline = "allow"` rides out); a server starting up or out of connections is.
 fn refused_at_connect(e: postgres::Error) -> Error {
     let code = e.as_db_error().map(|d| d.code().code().to_string());
+    let text = describe(&e);
+    let untrusted = text.contains("invalid peer certificate");
     match code.as_deref() {
         Some(c) if c.starts_with("28") => Error::Fleet {
             code: ErrorCode::FleetAuth,
-            message: format!("the server refused the role: {}", describe(&e)),
+            message: format!("the server refused the role: {text}"),
+        },
+        None if text.contains("password missing") => Error::Fleet {
+            code: ErrorCode::FleetAuth,
+            message: format!(
+                "the server asks for a password and [fleet] has neither password_file nor password_env: {text}"
+            ),
+        },
+        None if untrusted => Error::Fleet {
+            code: ErrorCode::FleetAuth,
+            message: format!(
+                "the server's certificate is not trusted (check [fleet] ca_file and the host name in url): {text}"
+            ),
         },
         Some("3D000") => Error::Fleet {
             code: ErrorCode::FleetServer,

@@ -4,10 +4,10 @@
 //! provisioned identity stays claimed (re-key it instead). The release is recorded in
 //! `fleet.releases` and in this station's audit trail.
 
-use super::{connect, schema, server};
+use super::{connect, schema, section, server};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
-use crate::store::Store;
+use crate::store::{Status, Store};
 use serde::Serialize;
 
 /// The SQLSTATE `fleet.release()` raises for a release it refuses.
@@ -31,6 +31,7 @@ fn refused(registration_id: &str, why: &str) -> Error {
 
 /// Release this station's claim on `registration_id`, for `reason` (kept with the release).
 pub fn release(config: &Config, registration_id: &str, reason: &str) -> Result<Released> {
+    section(config)?;
     let registration_id = registration_id.trim().to_lowercase();
     let reason = reason.trim();
     if reason.is_empty() {
@@ -45,6 +46,12 @@ pub fn release(config: &Config, registration_id: &str, reason: &str) -> Result<R
             &format!(
                 "this station provisioned it ({at}); a provisioned identity stays claimed (re-key the device here with --allow-rekey)"
             ),
+        ));
+    }
+    if store.find(&registration_id)?.map(|e| e.status) == Some(Status::Pending) {
+        return Err(refused(
+            &registration_id,
+            "a device with this ID is being written here, or a run stopped while writing it: take it off the fixture, or re-run it here to finish it (then release it if it failed)",
         ));
     }
     let mut client = connect(config)?;
@@ -65,11 +72,22 @@ pub fn release(config: &Config, registration_id: &str, reason: &str) -> Result<R
         keys: row.get(0),
         reason: reason.to_string(),
     };
-    store.audit(
-        "fleet_release",
-        &released.registration_id,
-        &serde_json::json!(released),
-    )?;
-    store.sign_audit_head("fleet_release")?;
+    // The release is committed in the fleet database; a failure to log it here must say so.
+    let logged = store
+        .audit(
+            "fleet_release",
+            &released.registration_id,
+            &serde_json::json!(released),
+        )
+        .and_then(|()| store.sign_audit_head("fleet_release").map(|_| ()));
+    if let Err(e) = logged {
+        return Err(Error::Database {
+            path: store.path().to_string(),
+            message: format!(
+                "the claim on `{}` WAS released (fleet.releases holds it), but this station's audit trail could not record it: {e}",
+                released.registration_id
+            ),
+        });
+    }
     Ok(released)
 }

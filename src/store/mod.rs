@@ -58,7 +58,7 @@ fn busy(tries: i32) -> bool {
 /// worker and reader, two fixtures' threads) race for the switch, and SQLite answers the loser
 /// `SQLITE_BUSY` at once, without calling the busy handler: try again with the same back-off
 /// until [`BUSY_TIMEOUT`]. A file system that cannot hold a WAL database (the mode stays
-/// another) is refused with what to do.
+/// another) is refused at once, with what to do.
 fn enter_wal(conn: &Connection) -> std::result::Result<(), String> {
     let mut tries = 0;
     loop {
@@ -66,9 +66,11 @@ fn enter_wal(conn: &Connection) -> std::result::Result<(), String> {
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0));
         let why = match found {
             Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
-            Ok(mode) => format!(
-                "cannot switch it to write-ahead logging (journal mode stays {mode}); put station.database on a local file system"
-            ),
+            Ok(mode) => {
+                return Err(format!(
+                    "cannot switch it to write-ahead logging (journal mode stays {mode}); put station.database on a local file system"
+                ));
+            }
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
             {

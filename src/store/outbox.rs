@@ -217,7 +217,7 @@ impl Store {
             .query_row(
                 "SELECT coalesce(max(provisioned_at), 'an unknown time') FROM (
                      SELECT provisioned_at FROM enrollments
-                     WHERE registration_id = ?1 AND status IN ('provisioned', 'exported')
+                     WHERE registration_id = ?1 AND status = 'provisioned'
                      UNION ALL
                      SELECT provisioned_at FROM superseded_enrollments WHERE registration_id = ?1)
                  HAVING count(*) > 0",

@@ -282,6 +282,8 @@ impl FakeDps {
 
 impl Drop for FakeDps {
     fn drop(&mut self) {
+        // A test that failed while a bulk call was held must not leave the server waiting.
+        lock(&self.state).hold_from = None;
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
