@@ -1,7 +1,7 @@
 #!/bin/bash
 # usage: fuzz/replay-rate.sh TARGET... -- replay each target's whole corpus once (-runs=0: no mutation)
-# (the binaries of `cargo +nightly fuzz build -s none`; the figures in fuzz/RESULTS.md, "Time per input").
 # with the long runs' binaries, best of 3, minus the best of 3 start-ups on an empty corpus.
+# (the binaries of `cargo +nightly fuzz build -s none`; the figures in fuzz/RESULTS.md, "Time per input").
 cd "$(dirname "$0")/.."
 mkdir -p /tmp/emptycorp
 best3() { local b=99; for i in 1 2 3; do s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); d=$(echo "$e - $s" | bc); b=$(echo "if ($d < $b) $d else $b" | bc); done; echo $b; }
