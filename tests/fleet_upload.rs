@@ -318,31 +318,17 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
     provision_export_sync(&a, 30);
     provision_export_sync(&b, 25);
     let dps = FakeDps::start();
-    // The second bulk call waits unanswered until the uploader is dead.
-    dps.state.lock().unwrap().hold_from = Some(2);
-    let mut child = std::process::Command::new(STATION)
-        .args([
-            "--config",
-            a.config().to_str().unwrap(),
-            "--json",
-            "upload",
-            "--fleet",
-        ])
-        .args(["--endpoint", &dps.url])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap().contains("\"event\":\"bulk\"") {
-            // SIGKILL while the next call is in flight.
-            dps.wait_for_bulk_calls(2);
-            child.kill().unwrap();
-            break;
-        }
-    }
-    child.wait().unwrap();
+    // SIGKILL while its second bulk call is in flight.
+    let config = a.config();
+    dps.kill_uploader_mid_call(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        "upload",
+        "--fleet",
+        "--endpoint",
+        &dps.url,
+    ]);
     let accepted = dps.state.lock().unwrap().enrollments.len();
     assert!(
         accepted > 0 && accepted < 55,
@@ -354,7 +340,7 @@ fn a_central_upload_killed_mid_run_resumes_with_nothing_lost_or_doubled() {
         0,
         "the killed run wrote nothing back"
     );
-    dps.state.lock().unwrap().hold_from = None;
+    dps.let_go();
     // The killed run's lock goes with its session (the server notices the closed socket).
     let mut out = fleet_upload(&b, &dps);
     for _ in 0..50 {

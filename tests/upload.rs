@@ -6,7 +6,6 @@ use common::dps_server::{FakeDps, Fault};
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 
 const POLICY_KEY_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -470,37 +469,22 @@ fn killing_the_uploader_mid_run_and_rerunning_loses_and_duplicates_nothing() {
     let st = station_with_upload("");
     provision_and_export(&st, 60);
     let dps = FakeDps::start();
-    // The second bulk call waits unanswered until the uploader is dead.
-    dps.state.lock().unwrap().hold_from = Some(2);
-    let mut child = Command::new(STATION)
-        .args([
-            "--config",
-            st.config().to_str().unwrap(),
-            "--json",
-            "upload",
-            "--endpoint",
-            &dps.url,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap().contains("\"event\":\"bulk\"") {
-            // Kill while the next call is in flight.
-            dps.wait_for_bulk_calls(2);
-            child.kill().unwrap();
-            break;
-        }
-    }
-    child.wait().unwrap();
+    // Killed while its second bulk call is in flight.
+    let config = st.config();
+    dps.kill_uploader_mid_call(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        "upload",
+        "--endpoint",
+        &dps.url,
+    ]);
     let partial = statuses(&st).len();
     assert!(
         partial > 0 && partial < 60,
         "killed mid-run: {partial} recorded"
     );
-    dps.state.lock().unwrap().hold_from = None;
+    dps.let_go();
     let out = upload(&st, &dps, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let s = dps.state.lock().unwrap();

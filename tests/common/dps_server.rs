@@ -161,6 +161,34 @@ pub struct FakeDps {
 }
 
 impl FakeDps {
+    /// Run `station ARGS` (an upload against this DPS) and SIGKILL it while its second bulk
+    /// call is in flight: the call is held unanswered until the process is dead, then let go
+    /// (DPS applies it, as a call the client never heard back from).
+    pub fn kill_uploader_mid_call(&self, args: &[&str]) {
+        use std::io::BufRead;
+        lock(&self.state).hold_from = Some(2);
+        let mut child = std::process::Command::new(super::STATION)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in out.lines() {
+            if line.unwrap().contains("\"event\":\"bulk\"") {
+                self.wait_for_bulk_calls(2);
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Release a call [`FakeDps::kill_uploader_mid_call`] held.
+    pub fn let_go(&self) {
+        lock(&self.state).hold_from = None;
+    }
+
     /// Wait until DPS has received `n` bulk calls (held ones included).
     pub fn wait_for_bulk_calls(&self, n: u32) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
